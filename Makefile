@@ -1,0 +1,31 @@
+# make demo: set up (first run only), then compress a sample photo with the shipped model.
+# make test: set up (first run only), then lint and run the test suite.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml setup.py $(wildcard csrc/*.h csrc/*.cpp)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0  # first: the local CPU build, not a CUDA one
+	$(PY) -m pip install -q -e '.[dev,triton]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m engine demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check engine kernels tests benchmarks
+
+test: lint
+	TRITON_INTERPRET=1 $(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m pytest benchmarks -q --benchmark-enable
+
+clean:
+	rm -rf build *.egg-info engine/*.so $(VENV)

@@ -1,0 +1,247 @@
+"""This engine against CompressAI, side by side in one run, on the same image and symbols.
+
+    python benchmarks/vs_compressai.py [--image PATH] [--repeat 5] [--write]
+
+Both sides use the mean-scale hyperprior at N=128, M=192 with random weights (only timing is
+compared). Measured: compress and decompress time of one image; entropy-coder throughput on the
+same symbols and table indexes on one thread; peak memory of compress and decompress at 768x512
+and 4000x3000 (each in a fresh process). `--write` puts the table into benchmarks/RESULTS.md.
+
+CompressAI is installed without its dependencies (its torchvision does not load beside the CPU
+torch here; it imports torchvision only to fill a registry, so a stand-in module is used):
+    pip install --no-deps compressai==1.2.8 torch_geometric && pip install requests einops pandas \
+        xxhash psutil
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+import types
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+KODIM = ROOT.parent / "shared" / "data" / "kodak" / "kodim23.png"
+sys.path.insert(0, str(ROOT))
+
+
+def import_compressai():
+    for name in ("torchvision", "torchvision.transforms"):
+        sys.modules.setdefault(name, types.ModuleType(name))
+    sys.modules["torchvision"].transforms = sys.modules["torchvision.transforms"]
+    import compressai
+    from compressai.zoo import mbt2018_mean
+
+    return compressai, mbt2018_mean
+
+
+def models():
+    from engine import Codec
+    from engine.models import MeanScaleHyperprior, ModelConfig
+
+    _, mbt2018_mean = import_compressai()
+    torch.manual_seed(0)
+    theirs = mbt2018_mean(quality=3, pretrained=False).eval()
+    theirs.update(force=True)
+    ours = MeanScaleHyperprior(ModelConfig(128, 192)).eval().requires_grad_(False)
+    return Codec(weights=ours), theirs
+
+
+def load_image(path: Path | None, h: int = 512, w: int = 768) -> torch.Tensor:
+    from engine.images import to_batch
+
+    if path is not None and path.exists():
+        return to_batch(path)
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(1, 3, h, w, generator=g)
+
+
+def best_of(f, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def time_codecs(x: torch.Tensor, repeat: int) -> dict[str, float]:
+    codec, theirs = models()
+    with torch.inference_mode():
+        data = codec.compress(x)
+        out = theirs.compress(x)
+        return {
+            "ours_compress": best_of(lambda: codec.compress(x), repeat),
+            "ours_decompress": best_of(lambda: codec.decompress(data), repeat),
+            "cai_compress": best_of(lambda: theirs.compress(x), repeat),
+            "cai_decompress": best_of(lambda: theirs.decompress(out["strings"], out["shape"]),
+                                      repeat),
+        }
+
+
+def time_coders(n: int, repeat: int) -> dict[str, float]:
+    """Both coders on the same realistic latents: Gaussian symbols at log-uniform scales."""
+    compressai, _ = import_compressai()
+    from compressai.ans import RansDecoder, RansEncoder
+
+    from engine import coder
+    from engine.entropy.gaussian import SCALES, gaussian_tables
+
+    _, theirs = models()
+    gc = theirs.gaussian_conditional
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 40, n).astype(np.int32)  # scales 0.11 .. ~20, as in trained models
+    sym = np.round(rng.normal(0, SCALES[idx])).astype(np.int32)
+    cdf, cdf_len, off = (gc.quantized_cdf.tolist(), gc.cdf_length.reshape(-1).int().tolist(),
+                         gc.offset.reshape(-1).int().tolist())
+    enc, dec = RansEncoder(), RansDecoder()
+    sym_l, idx_l = sym.tolist(), idx.tolist()
+
+    def cai_encode():
+        return enc.encode_with_indexes(sym_l, idx_l, cdf, cdf_len, off)
+
+    string = cai_encode()
+    assert dec.decode_with_indexes(string, idx_l, cdf, cdf_len, off) == sym_l
+    tables = coder.coder_tables(gaussian_tables())
+    ours = coder.encode(tables, [[(sym, idx)]], threads=1)[0]
+
+    def ours_decode():
+        d = coder.open_streams(tables, [ours])
+        out = coder.decode(d, [idx], threads=1)[0]
+        coder.finish(d)
+        return out
+
+    assert np.array_equal(ours_decode(), sym)
+    return {
+        "symbols": n, "ours_bytes": len(ours), "cai_bytes": len(string),
+        "ours_encode": best_of(lambda: coder.encode(tables, [[(sym, idx)]], threads=1), repeat),
+        "ours_decode": best_of(ours_decode, repeat),
+        "cai_encode": best_of(cai_encode, repeat),
+        "cai_decode": best_of(lambda: dec.decode_with_indexes(string, idx_l, cdf, cdf_len, off),
+                              repeat),
+    }
+
+
+def _vm(field: str) -> float:
+    """A /proc/self/status memory field in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def memory_probe(side: str, op: str, h: int, w: int) -> None:
+    """Run in a child process: print the peak RSS during one compress or decompress (MiB), and
+    its growth over the RSS just before the call. Linux only (/proc)."""
+    codec, theirs = models()
+    x = load_image(None, h, w)
+    with torch.inference_mode():
+        if side == "ours":
+            data = codec.compress(x) if op == "decompress" else None
+            call = (lambda: codec.compress(x)) if op == "compress" else (
+                lambda: codec.decompress(data))
+        else:
+            out = theirs.compress(x) if op == "decompress" else None
+            call = (lambda: theirs.compress(x)) if op == "compress" else (
+                lambda: theirs.decompress(out["strings"], out["shape"]))
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak to the current RSS
+        before = _vm("VmRSS")
+        call()
+    peak = _vm("VmHWM")
+    print(json.dumps({"peak_mib": peak, "growth_mib": peak - before}))
+
+
+def measure_memory(side: str, op: str, h: int, w: int) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--probe", side, op, str(h), str(w)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def report(codecs: dict, coders: dict, memory: dict, image: str) -> str:
+    n = coders["symbols"]
+    ours_total = codecs["ours_compress"] + codecs["ours_decompress"]
+    cai_total = codecs["cai_compress"] + codecs["cai_decompress"]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip() or "uncommitted"
+    lines = [
+        f"Date {date.today()}, commit {commit}, {platform.processor() or platform.machine()} "
+        f"({torch.get_num_threads()} threads), torch {torch.__version__}; image: {image}.",
+        "Command: `python benchmarks/vs_compressai.py --write`. Both: mean-scale hyperprior "
+        "N=128, M=192, random weights; best of several runs.",
+        "",
+        "| measure | nicengine | CompressAI | ratio (CompressAI / ours) |",
+        "| --- | --- | --- | --- |",
+        f"| compress (s) | {codecs['ours_compress']:.3f} | {codecs['cai_compress']:.3f} | "
+        f"{codecs['cai_compress'] / codecs['ours_compress']:.2f}x |",
+        f"| decompress (s) | {codecs['ours_decompress']:.3f} | {codecs['cai_decompress']:.3f} | "
+        f"{codecs['cai_decompress'] / codecs['ours_decompress']:.2f}x |",
+        f"| compress + decompress (s) | {ours_total:.3f} | {cai_total:.3f} | "
+        f"{cai_total / ours_total:.2f}x |",
+    ]
+    for op in ("encode", "decode"):
+        ours, cai = n / coders[f"ours_{op}"] / 1e6, n / coders[f"cai_{op}"] / 1e6
+        lines.append(f"| coder {op}, 1 thread (M symbols/s) | {ours:.1f} | {cai:.1f} | "
+                     f"{ours / cai:.2f}x |")
+    lines.append(f"| coded size of the same {n} symbols (bytes) | {coders['ours_bytes']} | "
+                 f"{coders['cai_bytes']} | {coders['cai_bytes'] / coders['ours_bytes']:.3f}x |")
+    for (side, op, h, w), m in memory.items():
+        if side == "ours":
+            cai = memory[("cai", op, h, w)]
+            lines.append(f"| peak RSS, {op} {w}x{h} (MiB; growth during the call) | "
+                         f"{m['peak_mib']:.0f} (+{m['growth_mib']:.0f}) | "
+                         f"{cai['peak_mib']:.0f} (+{cai['growth_mib']:.0f}) | "
+                         f"{cai['peak_mib'] / m['peak_mib']:.2f}x |")
+    return "\n".join(lines)
+
+
+def write_section(text: str) -> None:
+    path = ROOT / "benchmarks" / "RESULTS.md"
+    start, end = "<!-- vs_compressai:start -->", "<!-- vs_compressai:end -->"
+    body = path.read_text() if path.exists() else "# Benchmark results\n"
+    block = f"{start}\n{text}\n{end}"
+    if start in body:
+        body = body[: body.index(start)] + block + body[body.index(end) + len(end) :]
+    else:
+        body = body.rstrip() + "\n\n## nicengine vs CompressAI (CPU)\n\n" + block + "\n"
+    path.write_text(body)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--image", type=Path, default=KODIM)
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--symbols", type=int, default=2_000_000)
+    p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
+    p.add_argument("--probe", nargs=4, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.probe:
+        side, op, h, w = a.probe
+        memory_probe(side, op, int(h), int(w))
+        return
+    x = load_image(a.image)
+    image = a.image.name if a.image.exists() else "random 768x512"
+    codecs = time_codecs(x, a.repeat)
+    coders = time_coders(a.symbols, a.repeat)
+    memory = {}
+    if not a.no_memory:
+        for h, w in ((512, 768), (3000, 4000)):
+            for op in ("compress", "decompress"):
+                for side in ("ours", "cai"):
+                    memory[(side, op, h, w)] = measure_memory(side, op, h, w)
+    text = report(codecs, coders, memory, image)
+    print(text)
+    if a.write:
+        write_section(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+#include "rans_cpu.h"
+
+namespace nic {
+
+namespace {
+
+std::string table_error(size_t t, const std::string& what) {
+  return "table " + std::to_string(t) + ": " + what;
+}
+
+void check_indexes(const Tables& tables, const int32_t* indexes, size_t n) {
+  const int32_t count = static_cast<int32_t>(std::min<size_t>(tables.num_tables(), INT32_MAX));
+  auto bad = [count](int32_t t) { return (t < 0) | (t >= count); };
+  int any_bad = 0;  // a vectorisable pass; the culprit is only looked for on failure
+  for (size_t i = 0; i < n; ++i) any_bad |= bad(indexes[i]);
+  if (!any_bad) return;
+  const size_t i = static_cast<size_t>(std::find_if(indexes, indexes + n, bad) - indexes);
+  throw std::invalid_argument("table index " + std::to_string(indexes[i]) + " at position " +
+                              std::to_string(i) + " is out of range [0, " +
+                              std::to_string(count) + ")");
+}
+
+// Largest s with cdf[s] <= slot, given cdf[0] = 0 <= slot < cdf[n]. The halving loop's trip
+// count depends on n only and the step compiles to a conditional move, so the only branch is
+// the (per-table predictable) loop exit rather than a coin flip per step.
+inline int32_t find_symbol(const uint32_t* cdf, int32_t n, uint32_t slot) {
+  size_t lo = 0;
+  for (size_t len = static_cast<size_t>(n); len > 1;) {
+    const size_t half = len / 2;
+    lo = cdf[lo + half] <= slot ? lo + half : lo;
+    len -= half;
+  }
+  return static_cast<int32_t>(lo);
+}
+
+// The encoding side of one stream: LANES states plus the words emitted so far, which come out
+// in reverse read order because encoding runs backwards.
+class Encoder {
+ public:
+  Encoder() { std::fill(x_, x_ + LANES, RANS_L); }
+
+  void encode_segment(const Tables& tables, const Segment& seg);
+  std::vector<uint8_t> bytes() const;
+
+ private:
+  // The word is always stored and kept only if needed: no data-dependent branch. The caller
+  // has reserved room for it.
+  void put(int lane, uint32_t start, uint32_t freq) {
+    const uint32_t x = x_[lane], need = enc_needs_word(x, freq);
+    words_[num_words_] = enc_word(x);
+    num_words_ += need;
+    x_[lane] = enc_put(enc_shed(x, need), start, freq);
+  }
+  void put_uniform(int lane, uint32_t value, int k) {
+    put(lane, uniform_start(value, k), uniform_freq(k));
+  }
+
+  uint32_t x_[LANES];
+  std::vector<uint16_t> words_;  // the first num_words_ are real
+  size_t num_words_ = 0;
+};
+
+void Encoder::encode_segment(const Tables& tables, const Segment& seg) {
+  // What each lane of a group codes, gathered first because the phases replay lane-reversed.
+  uint32_t start[LANES], freq[LANES];
+  uint64_t u[LANES];
+  int nbits[LANES], escaped[LANES];
+  for (size_t g = (seg.n + LANES - 1) / LANES; g-- > 0;) {
+    const size_t base = g * LANES;
+    const int active = static_cast<int>(std::min<size_t>(LANES, seg.n - base));
+    // At most one word per symbol: main, length and up to MAX_CHUNKS chunks per lane.
+    const size_t room = num_words_ + LANES * (2 + MAX_CHUNKS);
+    if (words_.size() < room) words_.resize(2 * room);
+    int num_escaped = 0;
+    for (int l = 0; l < active; ++l) {
+      const int32_t t = seg.indexes[base + l], v = seg.values[base + l];
+      const int32_t n = tables.size(t), offset = tables.offset(t);
+      const int64_t s = static_cast<int64_t>(v) - offset;
+      const bool regular = s >= 0 && s < n - 1;
+      const uint32_t* c = tables.cdf(t) + (regular ? s : n - 1);
+      start[l] = c[0];
+      freq[l] = c[1] - c[0];
+      if (!regular) {
+        escaped[num_escaped++] = l;
+        u[l] = escape_u(v, offset, n);
+        nbits[l] = bit_length(u[l]);
+      }
+    }
+    // The decoder's phases backwards: chunks (last first), escape lengths, main symbols.
+    for (int j = MAX_CHUNKS; j-- > 0;) {
+      for (int e = num_escaped; e-- > 0;) {
+        const int l = escaped[e];
+        if (nbits[l] <= CHUNK_BITS * j) continue;
+        const int k = std::min(CHUNK_BITS, nbits[l] - CHUNK_BITS * j);
+        put_uniform(l, static_cast<uint32_t>(u[l] >> (CHUNK_BITS * j)) & ((1u << k) - 1), k);
+      }
+    }
+    for (int e = num_escaped; e-- > 0;) {
+      put_uniform(escaped[e], static_cast<uint32_t>(nbits[escaped[e]]), NBITS_BITS);
+    }
+    for (int l = active; l-- > 0;) put(l, start[l], freq[l]);
+  }
+}
+
+std::vector<uint8_t> Encoder::bytes() const {
+  std::vector<uint8_t> out(HEADER_BYTES + 2 * num_words_);
+  uint8_t* p = out.data();
+  for (uint32_t x : x_) {
+    for (int b = 0; b < 4; ++b) *p++ = static_cast<uint8_t>(x >> (8 * b));
+  }
+  for (size_t i = num_words_; i-- > 0;) {
+    *p++ = static_cast<uint8_t>(words_[i]);
+    *p++ = static_cast<uint8_t>(words_[i] >> 8);
+  }
+  return out;
+}
+
+}  // namespace
+
+Tables::Tables(const int32_t* cdfs, size_t num_tables, size_t width, const int32_t* sizes,
+               const int32_t* offsets)
+    : row_(num_tables), sizes_(sizes, sizes + num_tables), offsets_(offsets, offsets + num_tables) {
+  if (num_tables == 0) throw std::invalid_argument("need at least one table");
+  for (size_t t = 0; t < num_tables; ++t) {
+    const int32_t n = sizes[t];
+    if (n < 2 || static_cast<size_t>(n) >= width) {
+      throw std::invalid_argument(table_error(
+          t, "size " + std::to_string(n) + " must be in [2, " + std::to_string(width) +
+                 ") (a regular symbol plus ESCAPE at least; the row holds size + 1 cdf values)"));
+    }
+    const int32_t* row = cdfs + t * width;
+    if (row[0] != 0 || row[n] != static_cast<int32_t>(PREC_TOTAL)) {
+      throw std::invalid_argument(
+          table_error(t, "cdf must run from 0 to " + std::to_string(PREC_TOTAL)));
+    }
+    for (int32_t s = 0; s < n; ++s) {
+      if (row[s + 1] <= row[s]) {
+        throw std::invalid_argument(table_error(
+            t, "cdf must be strictly increasing (symbol " + std::to_string(s) + " has freq <= 0)"));
+      }
+    }
+    // The decoder outputs offset + s for regular symbols, so those must be valid int32 values.
+    if (static_cast<int64_t>(offsets[t]) + n - 2 > INT32_MAX) {
+      throw std::invalid_argument(table_error(t, "offset + size - 2 exceeds int32"));
+    }
+    row_[t] = cdf_.size();
+    cdf_.insert(cdf_.end(), row, row + n + 1);
+  }
+}
+
+std::vector<uint8_t> encode_stream(const Tables& tables, const std::vector<Segment>& segments) {
+  for (const Segment& seg : segments) check_indexes(tables, seg.indexes, seg.n);
+  Encoder enc;
+  for (auto seg = segments.rbegin(); seg != segments.rend(); ++seg) {
+    enc.encode_segment(tables, *seg);
+  }
+  return enc.bytes();
+}
+
+Decoder::Decoder(std::shared_ptr<const Tables> tables, std::vector<uint8_t> data)
+    : tables_(std::move(tables)), data_(std::move(data)) {
+  if (data_.size() < HEADER_BYTES) throw CorruptStream("shorter than the 128-byte header");
+  if (data_.size() % 2) throw CorruptStream("odd length");
+  num_words_ = (data_.size() - HEADER_BYTES) / 2;
+  data_.resize(data_.size() + 2);  // see advance()
+  for (int l = 0; l < LANES; ++l) {
+    const uint8_t* p = data_.data() + 4 * l;
+    x_[l] = p[0] | p[1] << 8 | p[2] << 16 | static_cast<uint32_t>(p[3]) << 24;
+    if (x_[l] < RANS_L) {
+      throw CorruptStream("initial state of lane " + std::to_string(l) + " < 2^16");
+    }
+  }
+}
+
+// The word at pos_ is loaded even when it is not needed (the zero padding after the data makes
+// that safe) so that renormalisation has no data-dependent branch.
+inline void Decoder::advance(int lane, uint32_t start, uint32_t freq) {
+  const uint32_t x = dec_advance(x_[lane], start, freq);
+  const uint32_t need = dec_needs_word(x);
+  if (pos_ + need > num_words_) throw CorruptStream("read past the end of the data");
+  const uint8_t* p = data_.data() + HEADER_BYTES + 2 * pos_;
+  x_[lane] = dec_shift_in(x, p[0] | p[1] << 8, need);
+  pos_ += need;
+}
+
+void Decoder::decode(const int32_t* indexes, int32_t* out, size_t n) {
+  if (failed_) throw CorruptStream("the decoder already failed");
+  check_indexes(*tables_, indexes, n);
+  failed_ = true;  // stays set if anything below throws
+  const Tables& tables = *tables_;
+  int escaped[LANES], nbits[LANES];
+  uint64_t u[LANES];
+  for (size_t base = 0; base < n; base += LANES) {
+    const int active = static_cast<int>(std::min<size_t>(LANES, n - base));
+    int num_escaped = 0;
+    // Phase A: the main symbol of every lane.
+    for (int l = 0; l < active; ++l) {
+      const int32_t t = indexes[base + l], size = tables.size(t);
+      const uint32_t* cdf = tables.cdf(t);
+      const int32_t s = find_symbol(cdf, size, dec_slot(x_[l]));
+      advance(l, cdf[s], cdf[s + 1] - cdf[s]);
+      if (s == size - 1) {
+        escaped[num_escaped++] = l;
+      } else {
+        out[base + l] = tables.offset(t) + s;
+      }
+    }
+    // Phase B: the bit length of every escaped lane's u.
+    for (int e = 0; e < num_escaped; ++e) {
+      const int l = escaped[e];
+      nbits[l] = static_cast<int>(uniform_value(dec_slot(x_[l]), NBITS_BITS));
+      advance(l, uniform_start(nbits[l], NBITS_BITS), uniform_freq(NBITS_BITS));
+      if (nbits[l] > MAX_ESCAPE_BITS) throw CorruptStream("escape longer than 40 bits");
+      u[l] = 0;
+    }
+    // Phases C_j: 16-bit chunks of u, least significant first.
+    for (int j = 0; j < MAX_CHUNKS; ++j) {
+      for (int e = 0; e < num_escaped; ++e) {
+        const int l = escaped[e];
+        if (nbits[l] <= CHUNK_BITS * j) continue;
+        const int k = std::min(CHUNK_BITS, nbits[l] - CHUNK_BITS * j);
+        const uint32_t b = uniform_value(dec_slot(x_[l]), k);
+        advance(l, uniform_start(b, k), uniform_freq(k));
+        u[l] |= static_cast<uint64_t>(b) << (CHUNK_BITS * j);
+      }
+    }
+    for (int e = 0; e < num_escaped; ++e) {
+      const int l = escaped[e];
+      const int32_t t = indexes[base + l];
+      // The encoder always sends the exact bit length, so a leading zero bit means corruption.
+      if (bit_length(u[l]) != nbits[l]) {
+        throw CorruptStream("escape length does not match its bits");
+      }
+      if (!escape_value(u[l], tables.offset(t), tables.size(t), &out[base + l])) {
+        throw CorruptStream("escaped value does not fit int32");
+      }
+    }
+  }
+  failed_ = false;
+}
+
+void Decoder::finish() const {
+  if (failed_) throw CorruptStream("the decoder already failed");
+  if (pos_ != num_words_) {
+    throw CorruptStream(std::to_string(num_words_ - pos_) + " words left after the last segment");
+  }
+  for (int l = 0; l < LANES; ++l) {
+    if (x_[l] != RANS_L) {
+      throw CorruptStream("final state of lane " + std::to_string(l) + " is not 2^16");
+    }
+  }
+}
+
+}  // namespace nic

@@ -1,0 +1,263 @@
+"""The codec: images -> bytes -> images, for single images and batches.
+
+Encoding: pad to a multiple of 64 -> g_a -> y -> h_a -> z -> round(z - median) -> h_s (float64)
+-> (scales, means) -> symbols round(y - mean) and scale-table indexes -> rANS streams -> header.
+Decoding reverses it: the header's first stream opens with z, whose hyper-decoding gives the
+tables of y in every stream; then g_s, crop.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import coder, format, zoo
+from .entropy.gaussian import SCALES, scale_indexes
+from .errors import CodecError
+from .images import ImageLike, to_batch
+from .models import ALIGN, MeanScaleHyperprior
+from .profiling import stage
+
+DEFAULT_QUALITY = 3
+
+
+class Codec:
+    """Holds loaded models (and their CDF tables) for repeated compress/decompress calls.
+
+    quality: the shipped model to encode with (decoding always uses the stream's own).
+    device: where the networks run ("cpu", "cuda", ...; default: the input tensor's device for
+        compress, CPU for decompress).
+    weights: a weights file or model to use instead of the shipped ones.
+    threads: coder threads (0: as many as torch uses).
+    stream_bytes: target size of one coded stream. Each stream costs ~100 bytes of lane
+        flushes, and streams decode in parallel: larger means smaller files, smaller means more
+        parallel decoding of large images.
+    max_pixels: the largest image a stream may claim before decoding allocates anything.
+    """
+
+    def __init__(self, quality: int = DEFAULT_QUALITY, device: str | torch.device | None = None,
+                 weights: str | Path | MeanScaleHyperprior | None = None, threads: int = 0,
+                 stream_bytes: int = 16384, max_pixels: int = 1 << 28) -> None:
+        self.quality = quality
+        self.device = None if device is None else torch.device(device)
+        self.threads = threads or torch.get_num_threads()
+        self.stream_bytes = stream_bytes
+        self.max_pixels = max_pixels
+        if isinstance(weights, (str, Path)):
+            weights = zoo.load_weights(weights)
+        self._custom = weights
+        self._models: dict[tuple[int, str], MeanScaleHyperprior] = {}
+        self._tables: dict[int, object] = {}
+
+    # --- models --------------------------------------------------------------------------------
+
+    def model(self, quality: int | None = None, device: torch.device | str = "cpu"
+              ) -> MeanScaleHyperprior:
+        """The model for `quality` (the custom weights if given) on `device`, cached."""
+        device = torch.device(device)
+        q = self.quality if quality is None else quality
+        key = (q if self._custom is None else -1, str(device))
+        if key not in self._models:
+            base = self._custom if self._custom is not None else zoo.load_quality(q)
+            if not hasattr(base, "info"):
+                base.info = {"fingerprint": zoo.fingerprint(base)}
+            if base.training:
+                raise ValueError("the model is in training mode; call .eval() first")
+            m = base if device == _param_device(base) else copy.deepcopy(base).to(device)
+            m.info = base.info
+            self._models[key] = m
+        return self._models[key]
+
+    def _coder_tables(self, model: MeanScaleHyperprior):
+        fp = model.info["fingerprint"]
+        if fp not in self._tables:
+            self._tables[fp] = coder.coder_tables(model.tables())
+        return self._tables[fp]
+
+    def _model_for(self, header: format.Header, device: torch.device) -> MeanScaleHyperprior:
+        if header.model_id != zoo.MODEL_ID:
+            raise CodecError(f"unknown model id {header.model_id}")
+        if self._custom is not None:
+            model = self.model(device=device)
+        elif header.quality in zoo.shipped_qualities():
+            model = self.model(header.quality, device)
+        else:
+            raise CodecError(f"the stream needs quality {header.quality}, which is not shipped "
+                             f"(available: {zoo.shipped_qualities()})")
+        if model.info["fingerprint"] != header.fingerprint:
+            raise CodecError(f"the stream was encoded with other weights (fingerprint "
+                             f"{header.fingerprint:08x}, this model is "
+                             f"{model.info['fingerprint']:08x})")
+        return model
+
+    # --- compress ------------------------------------------------------------------------------
+
+    def compress(self, image: ImageLike, drop_alpha: bool = False) -> bytes:
+        """One image (see `engine.images.to_batch` for the accepted forms) -> bytes."""
+        x = to_batch(image, drop_alpha)
+        if x.shape[0] != 1:
+            raise ValueError(f"compress takes one image, got a batch of {x.shape[0]}; "
+                             "use compress_batch")
+        return self.compress_batch([x])[0]
+
+    @torch.inference_mode()
+    def compress_batch(self, images: list[ImageLike] | torch.Tensor,
+                       drop_alpha: bool = False) -> list[bytes]:
+        """Many images -> one bytes object each. Images of equal size share network passes and
+        all streams are coded in one parallel coder call."""
+        xs = [to_batch(im, drop_alpha) for im in images]
+        xs = [x[i : i + 1] for x in xs for i in range(x.shape[0])]
+        for x in xs:
+            if x.shape[2] > format.MAX_SIDE or x.shape[3] > format.MAX_SIDE:
+                raise ValueError(f"images are limited to {format.MAX_SIDE} pixels a side")
+        device = self.device or xs[0].device
+        model = self.model(device=device)
+        tables = self._coder_tables(model)
+        headers, streams = [None] * len(xs), [None] * len(xs)
+        for idx in _groups([x.shape[2:] for x in xs]):
+            batch = torch.cat([xs[i] for i in idx]).to(device)
+            for i, (header, segs) in zip(idx, self._encode_group(model, batch), strict=True):
+                headers[i], streams[i] = header, segs
+        flat = [s for segs in streams for s in segs]
+        with stage("entropy coding"):
+            coded = coder.encode(tables, flat, self.threads)
+        out, k = [], 0
+        for header, segs in zip(headers, streams, strict=True):
+            parts = coded[k : k + len(segs)]
+            k += len(segs)
+            header = format.Header(**{**header.__dict__,
+                                      "stream_lengths": tuple(len(p) for p in parts)})
+            out.append(format.pack(header, parts))
+        return out
+
+    def _encode_group(self, model: MeanScaleHyperprior, x: torch.Tensor):
+        """(B, 3, H, W) on the model's device -> [(header without lengths, streams)] per image."""
+        from kernels.quantize import quantize
+
+        b, _, h, w = x.shape
+        with stage("analysis"):
+            y, z = model.analyze(_pad(x))
+        with stage("hyper"):
+            z_sym = model.entropy_z.symbols(z)
+            scales, means = model.hyper_decode(model.entropy_z.dequantize(z_sym))
+        with stage("quantize"):
+            bounds = torch.as_tensor(SCALES[:-1], dtype=scales.dtype, device=scales.device)
+            y_sym, y_lik, y_idx = quantize(y, scales, means, bounds)
+            y_bits = (-torch.log2(y_lik)).flatten(1).sum(1).tolist()
+        z_sym, y_sym = z_sym.cpu().numpy(), y_sym.cpu().numpy()
+        y_idx = (y_idx.cpu() + model.num_z_tables).numpy()
+        z_idx = _z_indexes(z_sym.shape[1:])
+        result = []
+        for i in range(b):
+            ys, yi = y_sym[i].reshape(-1), y_idx[i].reshape(-1)
+            n = self._stream_count(y_bits[i], ys.size)
+            cuts = [ys.size * s // n for s in range(n + 1)]
+            segs = [[(ys[a:e], yi[a:e])] for a, e in zip(cuts, cuts[1:], strict=False)]
+            segs[0].insert(0, (z_sym[i].reshape(-1), z_idx))
+            header = format.Header(zoo.MODEL_ID, model.info.get("quality", 0) or 0,
+                                   model.info["fingerprint"], h, w, tuple(z_sym.shape[1:]),
+                                   tuple(y_sym.shape[1:]), ())
+            result.append((header, segs))
+        return result
+
+    def _stream_count(self, bits: float, symbols: int) -> int:
+        by_size = round(bits / 8 / self.stream_bytes)
+        return int(max(1, min(by_size, symbols // 4096, format.MAX_STREAMS)))
+
+    # --- decompress ----------------------------------------------------------------------------
+
+    def decompress(self, data: bytes, device: str | torch.device | None = None) -> torch.Tensor:
+        """bytes -> (3, H, W) float32 image in [0, 1]."""
+        return self.decompress_batch([data], device)[0]
+
+    @torch.inference_mode()
+    def decompress_batch(self, streams: list[bytes], device: str | torch.device | None = None
+                         ) -> list[torch.Tensor]:
+        """Decode many streams; all coded streams of a phase decode in one parallel call."""
+        device = torch.device(device or self.device or "cpu")
+        parsed = [self._open(data, device) for data in streams]
+        firsts = [p[2][0] for p in parsed]
+        z_syms = coder.decode(firsts, [_z_indexes(p[0].z_shape) for p in parsed], self.threads)
+        y_jobs, y_means = [], [None] * len(parsed)
+        for idx in _groups([(p[0].height, p[0].width, p[1].info["fingerprint"]) for p in parsed]):
+            header, model, _ = parsed[idx[0]]
+            z = torch.from_numpy(np.stack([z_syms[i] for i in idx]))
+            z = z.view(len(idx), *header.z_shape).to(device)
+            with stage("hyper"):
+                scales, means = model.hyper_decode(model.entropy_z.dequantize(z))
+                y_idx = (scale_indexes(scales) + model.num_z_tables).cpu().numpy()
+            for j, i in enumerate(idx):
+                y_means[i] = means[j]
+                flat = y_idx[j].reshape(-1)
+                n = len(parsed[i][2])
+                cuts = [flat.size * s // n for s in range(n + 1)]
+                for s, d in enumerate(parsed[i][2]):
+                    y_jobs.append((i, d, flat[cuts[s] : cuts[s + 1]]))
+        with stage("entropy coding"):
+            parts = coder.decode([d for _, d, _ in y_jobs], [ix for *_, ix in y_jobs],
+                                 self.threads)
+            coder.finish([d for p in parsed for d in p[2]])
+        y_syms = [[] for _ in parsed]
+        for (i, _, _), part in zip(y_jobs, parts, strict=True):
+            y_syms[i].append(part)
+        out = [None] * len(parsed)
+        for idx in _groups([(p[0].height, p[0].width, p[1].info["fingerprint"]) for p in parsed]):
+            header, model, _ = parsed[idx[0]]
+            y_hat = torch.stack([
+                torch.from_numpy(np.concatenate(y_syms[i])).view(*header.y_shape).to(device)
+                + y_means[i] for i in idx]).float()
+            with stage("synthesis"):
+                x_hat = model.synthesize(y_hat)[:, :, : header.height, : header.width]
+            for j, i in enumerate(idx):
+                out[i] = x_hat[j]
+        return out
+
+    def _open(self, data: bytes, device: torch.device):
+        header, views = format.unpack(data)
+        if header.height * header.width > self.max_pixels:
+            raise CodecError(f"the stream claims a {header.height}x{header.width} image, above "
+                             f"this codec's max_pixels={self.max_pixels}")
+        model = self._model_for(header, device)
+        hp, wp = _padded(header.height), _padded(header.width)
+        c = model.config
+        expect_y, expect_z = (c.M, hp // 16, wp // 16), (c.N, hp // 64, wp // 64)
+        if header.y_shape != expect_y or header.z_shape != expect_z:
+            raise CodecError(f"latent shapes {header.y_shape}, {header.z_shape} do not match a "
+                             f"{header.height}x{header.width} image ({expect_y}, {expect_z})")
+        if len(views) > max(1, math.prod(expect_y) // 4096):
+            raise CodecError(f"too many streams ({len(views)}) for the latent size")
+        return header, model, coder.open_streams(self._coder_tables(model), views)
+
+
+def _param_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _padded(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def _pad(x: torch.Tensor) -> torch.Tensor:
+    """Replicate the last row and column up to a multiple of ALIGN (cropped after decoding)."""
+    h, w = x.shape[2:]
+    ph, pw = _padded(h) - h, _padded(w) - w
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+def _z_indexes(shape: tuple[int, int, int]) -> np.ndarray:
+    """z's table index of every element in (C, H, W) order: its channel."""
+    c, h, w = shape
+    return np.repeat(np.arange(c, dtype=np.int32), h * w)
+
+
+def _groups(keys: list) -> list[list[int]]:
+    """Indexes grouped by equal key, in first-appearance order."""
+    groups: dict = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(tuple(k), []).append(i)
+    return list(groups.values())

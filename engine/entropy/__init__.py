@@ -1,0 +1,1 @@
+"""Entropy models: the densities of the latents and the CDF tables the coder uses."""

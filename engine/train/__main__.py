@@ -1,0 +1,60 @@
+"""python -m engine.train RUN_DIR [options]   |   python -m engine.train export CKPT OUT"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+
+from .export import export_checkpoint
+from .loop import TrainConfig, Trainer
+
+
+def _train(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="python -m engine.train",
+                                description="Train (or resume) a run in RUN_DIR.")
+    p.add_argument("run_dir")
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        value = getattr(defaults, f.name)
+        if isinstance(value, bool):
+            p.add_argument(f"--{f.name}", type=lambda s: s.lower() in ("1", "true", "yes"),
+                           default=value)
+        elif isinstance(value, list):
+            p.add_argument(f"--{f.name}", type=float, nargs="+", default=value)
+        else:
+            p.add_argument(f"--{f.name}", type=type(value) if value is not None else str,
+                           default=value)
+    p.add_argument("--minutes", type=float, default=float("inf"),
+                   help="stop (and save) after this long; rerun the command to resume")
+    p.add_argument("--save-every", type=int, default=1000)
+    p.add_argument("--device", default=None)
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in RUN_DIR with its stored config")
+    a = p.parse_args(argv)
+    config = None if a.resume else TrainConfig(**{f.name: getattr(a, f.name)
+                                                  for f in fields(TrainConfig)})
+    Trainer(a.run_dir, config, a.device).run(a.minutes, save_every=a.save_every)
+
+
+def _export(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="python -m engine.train export",
+                                description="Write the float16 weights file of a checkpoint.")
+    p.add_argument("checkpoint", help="run folder or checkpoint.safetensors")
+    p.add_argument("out")
+    p.add_argument("--quality", type=int, default=None)
+    a = p.parse_args(argv)
+    info = {} if a.quality is None else {"quality": a.quality}
+    export_checkpoint(a.checkpoint, a.out, **info)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["export"]:
+        _export(argv[1:])
+    else:
+        _train(argv)
+
+
+if __name__ == "__main__":
+    main()
