@@ -64,10 +64,9 @@ class GaussianConditional(nn.Module):
     def forward(self, y: Tensor, scales: Tensor, means: Tensor, noise: bool
                 ) -> tuple[Tensor, Tensor]:
         """(y_hat, likelihoods). y_hat = round(y - mu) + mu with a straight-through gradient (what
-        the decoder sees); the rate is measured on y + U(-0.5, 0.5) in training, y_hat otherwise."""
-        y_hat = y + (torch.round(y - means) + means - y).detach()
-        y_rate = y + torch.empty_like(y).uniform_(-0.5, 0.5) if noise else y_hat
-        return y_hat, quantize_kernel.likelihood(y_rate, scales, means)
+        the decoder sees); the rate is measured on y + U(-0.5, 0.5) in training, y_hat otherwise.
+        Fused with its backward on the GPU (`kernels.quantize.quantize_train`)."""
+        return quantize_kernel.quantize_train(y, scales, means, noise)
 
     @staticmethod
     def tables() -> CdfTables:

@@ -1,0 +1,169 @@
+"""Quantization kernels against their references under the Triton interpreter.
+
+Symbols, scale indexes and y_hat are compared bit for bit (they decide the bitstream and what the
+decoder sees). Likelihoods and gradients against the reference in the same dtype, (relative,
+absolute): float64 (1e-6, 1e-9): the kernel's erfc is accurate to 1.2e-9, amplified by the scale
+where Phi(a) and Phi(b) nearly cancel; float32 (2e-4, 1e-9): the reference's own float32
+rounding, amplified alike; float16 (1e-2, 1e-3): the reference computes in float16, the kernel
+in float32. Gradients take the absolute tolerance as a fraction of the largest gradient.
+"""
+
+import math
+import os
+import sys
+
+import pytest
+import torch
+
+# Triton reads TRITON_INTERPRET when it is imported; the kernels import it on their first launch.
+if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("triton was imported before TRITON_INTERPRET=1 was set", allow_module_level=True)
+os.environ["TRITON_INTERPRET"] = "1"
+pytest.importorskip("triton")
+
+from engine.entropy.gaussian import SCALES, GaussianConditional  # noqa: E402
+from kernels import dispatch, quantize  # noqa: E402
+
+TOL = {torch.float64: (1e-6, 1e-9), torch.float32: (2e-4, 1e-9), torch.float16: (1e-2, 1e-3)}
+BOUNDS = torch.as_tensor(SCALES[:-1])
+# Not multiples of the 1024-element block; one smaller than a block.
+SHAPES = [(2, 5, 33, 31), (1, 24, 7, 9)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernels_on():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NIC_KERNELS", "triton")
+        yield
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    """Kernel outputs start as NaN (int32: its minimum), so skipped elements fail."""
+    made = []
+
+    def empty(shape, dtype, device):
+        fill = float("nan") if dtype.is_floating_point else torch.iinfo(dtype).min
+        made.append(torch.full(shape, fill, dtype=dtype, device=device))
+        return made[-1]
+
+    monkeypatch.setattr(dispatch, "empty", empty)
+    return made
+
+
+def _inputs(shape, dtype, seed=0, scale_range=(0.03, 300.0)):
+    """y, scales, means in float64 with ties (y - mu = k + 1/2) and scales on, just above and just
+    below the table bounds."""
+    g = torch.Generator().manual_seed(seed)
+    n = math.prod(shape)
+    means = torch.randn(n, generator=g, dtype=torch.float64) * 2
+    y = means + torch.randn(n, generator=g, dtype=torch.float64) * 4
+    lo, hi = math.log(scale_range[0]), math.log(scale_range[1])
+    scales = torch.exp(lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64))
+    k = min(8, n)
+    means[:k] = torch.arange(k) / 4 - 1
+    y[:k] = means[:k] + torch.tensor([0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.25, 3.5])[:k]
+    b = BOUNDS.to(dtype).double()
+    edges = torch.cat([b, torch.nextafter(b, b + 1), torch.nextafter(b, b - 1)])[: n - k]
+    scales[k : k + edges.numel()] = edges
+    return (t.view(shape) for t in (y, scales, means))
+
+
+@pytest.mark.parametrize("dtypes", [(torch.float32, torch.float64), (torch.float32,) * 2,
+                                    (torch.float16,) * 2], ids=["codec", "float32", "float16"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_quantize_matches_reference(shape, dtypes, poisoned):
+    y_dtype, dtype = dtypes
+    y, scales, means = _inputs(shape, dtype)
+    y, scales, means = y.to(y_dtype), scales.to(dtype), means.to(dtype)
+    symbols, lik, indexes = quantize.quantize(y, scales, means, BOUNDS)
+    assert sorted(t.data_ptr() for t in poisoned) == sorted(
+        t.data_ptr() for t in (symbols, lik, indexes))
+    ref_symbols, ref_lik, ref_indexes = quantize.quantize_reference(y, scales, means, BOUNDS)
+    assert torch.equal(symbols, ref_symbols)
+    assert torch.equal(indexes, ref_indexes)
+    rtol, atol = TOL[dtype]
+    torch.testing.assert_close(lik, ref_lik, rtol=rtol, atol=atol)
+
+
+def test_poison_catches_skipped_elements(poisoned, monkeypatch):
+    monkeypatch.setattr(quantize, "cdiv", lambda a, b: max(1, -(-a // b) - 1))
+    y, scales, means = _inputs(SHAPES[0], torch.float64)
+    out = quantize.quantize(y.float(), scales, means, BOUNDS)
+    ref = quantize.quantize_reference(y.float(), scales, means, BOUNDS)
+    for o, r in zip(out, ref, strict=True):
+        assert not torch.equal(o, r)
+
+
+def _train(fn, y, scales, means, noise, uniform, grads):
+    inputs = [t.detach().requires_grad_() for t in (y, scales, means)]
+    outputs = fn(*inputs, noise, uniform)
+    return outputs, torch.autograd.grad(outputs, inputs, grads)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+@pytest.mark.parametrize("noise", [False, True])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_quantize_train_matches_reference(shape, noise, dtype, poisoned):
+    """Forward and backward, lower_bound's pass-through included: scales below SCALE_MIN,
+    likelihoods below LIKELIHOOD_MIN and incoming gradients of both signs all occur."""
+    y, scales, means = (t.to(dtype) for t in _inputs(shape, dtype, 1, (0.03, 50.0)))
+    g = torch.Generator().manual_seed(2)
+    uniform = (torch.rand(shape, generator=g) - 0.5).to(dtype) if noise else None
+    grads = [torch.randn(shape, generator=g).to(dtype) for _ in range(2)]
+    (y_hat, lik), grad = _train(quantize.quantize_train, y, scales, means, noise, uniform, grads)
+    assert len(poisoned) == 5  # y_hat, lik and the three gradients
+    (ref_y_hat, ref_lik), ref_grad = _train(quantize.quantize_train_reference, y, scales, means,
+                                            noise, uniform, grads)
+    assert torch.equal(y_hat, ref_y_hat)
+    rtol, atol = TOL[dtype]
+    torch.testing.assert_close(lik, ref_lik, rtol=rtol, atol=atol)
+    for got, want in zip(grad, ref_grad, strict=True):
+        torch.testing.assert_close(got, want, rtol=rtol, atol=rtol * float(want.abs().max()))
+
+
+def _seeded(y, scales, means, seed=0):
+    torch.manual_seed(seed)
+    return quantize.quantize_train(y, scales, means, True)
+
+
+def test_seeded_noise_is_repeatable_and_differentiated_exactly():
+    """Without `uniform` the kernel draws the noise from a seed taken from torch's generator and
+    redraws the same in backward: the gradient equals central differences of the same draw."""
+    shape = (3, 4, 5)
+    g = torch.Generator().manual_seed(3)
+    y, means = torch.randn(shape, generator=g, dtype=torch.float64), torch.zeros(shape).double()
+    scales = 0.3 + 3 * torch.rand(shape, generator=g, dtype=torch.float64)
+    assert torch.equal(_seeded(y, scales, means)[1], _seeded(y, scales, means)[1])
+    assert not torch.equal(_seeded(y, scales, means)[1], _seeded(y, scales, means, 1)[1])
+    w = torch.randn(shape, generator=g, dtype=torch.float64)
+    inputs = [t.clone().requires_grad_() for t in (y, scales, means)]
+    grads = torch.autograd.grad((w * _seeded(*inputs)[1]).sum(), inputs)
+    eps = 1e-6
+    for i, grad in enumerate(grads):
+        d = torch.randn(shape, generator=g, dtype=torch.float64)
+        plus, minus = [list((y, scales, means)) for _ in range(2)]
+        plus[i], minus[i] = plus[i] + eps * d, minus[i] - eps * d
+        numeric = ((w * _seeded(*plus)[1]).sum() - (w * _seeded(*minus)[1]).sum()) / (2 * eps)
+        assert float(numeric) == pytest.approx(float((grad * d).sum()), rel=1e-6)
+
+
+def test_seeded_noise_is_uniform_on_a_unit_interval():
+    """E[likelihood of y + u] for u ~ U(-0.5, 0.5) matches the integral over u."""
+    n = 8192
+    zeros, ones = torch.zeros(n), torch.ones(n)
+    y_hat, lik = _seeded(zeros, ones, zeros)
+    assert torch.equal(y_hat, zeros)
+    u = torch.linspace(-0.5, 0.5, 20001, dtype=torch.float64)
+    expected = float(quantize.likelihood_reference(u, torch.ones(1).double(), 0 * u).mean())
+    assert float(lik.double().mean()) == pytest.approx(expected, abs=6e-4)
+
+
+def test_gaussian_conditional_uses_the_fused_training_form(poisoned):
+    y, scales, means = (t.float() for t in _inputs((1, 8, 5, 6), torch.float32, 4))
+    y_hat, lik = GaussianConditional()(y.requires_grad_(), scales, means, noise=False)
+    lik.sum().backward()
+    assert len(poisoned) == 5
+    ref_y_hat, ref_lik = quantize.quantize_train_reference(y, scales, means, False)
+    assert torch.equal(y_hat, ref_y_hat)
+    torch.testing.assert_close(lik, ref_lik, rtol=2e-4, atol=1e-9)
