@@ -12,4 +12,14 @@ ext = Pybind11Extension(
     extra_link_args=["-pthread"],
 )
 
-setup(ext_modules=[ext], cmdclass={"build_ext": build_ext})
+# The CUDA coder's warp algorithm (csrc/rans_warp.h) on the host, for the bit-exactness tests
+# that run without a GPU. The CUDA extension itself is built on first use (engine.gpu_coder).
+warp_host = Pybind11Extension(
+    "engine._rans_warp_host",
+    ["csrc/rans_host_emulation.cpp"],
+    include_dirs=["csrc"],
+    cxx_std=17,
+    extra_compile_args=["-O2", "-Wall", "-Wextra"],
+)
+
+setup(ext_modules=[ext, warp_host], cmdclass={"build_ext": build_ext})

@@ -71,11 +71,14 @@ class FactorizedDensity(nn.Module):
 
     def forward(self, z: Tensor, noise: bool) -> tuple[Tensor, Tensor]:
         """(z_hat, likelihoods). Training: z_hat rounds with a straight-through gradient around the
-        median while the rate is measured on z + U(-0.5, 0.5); inference: both use the rounded z."""
-        med = self.medians.view(1, -1, 1, 1)
-        z_hat = z + (torch.round(z - med) + med - z).detach()
-        z_rate = z + torch.empty_like(z).uniform_(-0.5, 0.5) if noise else z_hat
-        return z_hat, self.likelihood(z_rate)
+        median while the rate is measured on z + U(-0.5, 0.5); inference: both use the rounded z.
+        Always float32: rounding and densities are too coarse in half precision (autocast)."""
+        with torch.autocast(z.device.type, enabled=False):
+            z = z.float()
+            med = self.medians.view(1, -1, 1, 1)
+            z_hat = z + (torch.round(z - med) + med - z).detach()
+            z_rate = z + torch.empty_like(z).uniform_(-0.5, 0.5) if noise else z_hat
+            return z_hat, self.likelihood(z_rate)
 
     def aux_loss(self) -> Tensor:
         """Pulls the three quantiles to where the cumulative logits are -t, 0, t."""

@@ -65,8 +65,10 @@ class GaussianConditional(nn.Module):
                 ) -> tuple[Tensor, Tensor]:
         """(y_hat, likelihoods). y_hat = round(y - mu) + mu with a straight-through gradient (what
         the decoder sees); the rate is measured on y + U(-0.5, 0.5) in training, y_hat otherwise.
-        Fused with its backward on the GPU (`kernels.quantize.quantize_train`)."""
-        return quantize_kernel.quantize_train(y, scales, means, noise)
+        Fused with its backward on the GPU (`kernels.quantize.quantize_train`). Always float32:
+        rounding and likelihoods are too coarse in half precision (autocast)."""
+        with torch.autocast(y.device.type, enabled=False):
+            return quantize_kernel.quantize_train(y.float(), scales.float(), means.float(), noise)
 
     @staticmethod
     def tables() -> CdfTables:

@@ -85,6 +85,9 @@ class Trainer:
         self.config = config
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.amp = config.amp and self.device.type == "cuda"
+        if self.device.type == "cuda":  # TF32 for what runs in float32 (entropy models, GDN)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
 
         torch.manual_seed(config.seed)
         self.model = MeanScaleHyperprior(ModelConfig(config.N, config.M))
