@@ -2,6 +2,7 @@
 
     data = engine.compress(image, quality=3)      # tensor, numpy array, PIL image or path
     image = engine.decompress(data)               # (3, H, W) float32 in [0, 1]
+    data = engine.compress(image, refine=engine.Refine(method="ssl", iterations=500))
 
 `engine.Codec` keeps loaded models for repeated calls; `CodecError` reports unusable streams.
 """
@@ -13,9 +14,10 @@ import torch
 from .codec import DEFAULT_QUALITY, Codec
 from .errors import CodecError
 from .images import ImageLike
+from .refine import Refine
 
-__all__ = ["Codec", "CodecError", "DEFAULT_QUALITY", "compress", "compress_batch", "decompress",
-           "decompress_batch"]
+__all__ = ["Codec", "CodecError", "DEFAULT_QUALITY", "Refine", "compress", "compress_batch",
+           "decompress", "decompress_batch"]
 
 _codecs: dict[tuple[int, str | None], Codec] = {}
 
@@ -28,16 +30,18 @@ def _codec(quality: int, device: str | torch.device | None) -> Codec:
 
 
 def compress(image: ImageLike, quality: int = DEFAULT_QUALITY,
-             device: str | torch.device | None = None, drop_alpha: bool = False) -> bytes:
+             device: str | torch.device | None = None, drop_alpha: bool = False,
+             refine: Refine | None = None) -> bytes:
     """Compress one image with a shipped model. `device`: where the networks run (default: the
-    input tensor's device)."""
-    return _codec(quality, device).compress(image, drop_alpha)
+    input tensor's device). `refine`: optimise the latents first (slower encoding, same decoder;
+    see `engine.Refine`)."""
+    return _codec(quality, device).compress(image, drop_alpha, refine)
 
 
 def compress_batch(images: list[ImageLike] | torch.Tensor, quality: int = DEFAULT_QUALITY,
                    device: str | torch.device | None = None,
-                   drop_alpha: bool = False) -> list[bytes]:
-    return _codec(quality, device).compress_batch(images, drop_alpha)
+                   drop_alpha: bool = False, refine: Refine | None = None) -> list[bytes]:
+    return _codec(quality, device).compress_batch(images, drop_alpha, refine)
 
 
 def decompress(data: bytes, device: str | torch.device | None = None) -> torch.Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from .errors import CodecError
 from .images import ImageLike, to_batch
 from .models import ALIGN, MeanScaleHyperprior
 from .profiling import stage
+
+if TYPE_CHECKING:
+    from .refine import Refine
 
 DEFAULT_QUALITY = 3
 
@@ -68,7 +72,9 @@ class Codec:
                 base.info = {"fingerprint": zoo.fingerprint(base)}
             if base.training:
                 raise ValueError("the model is in training mode; call .eval() first")
-            m = base if device == _param_device(base) else copy.deepcopy(base).to(device)
+            # Not an inference-mode copy: refinement needs gradients through its weights.
+            with torch.inference_mode(False):
+                m = base if device == _param_device(base) else copy.deepcopy(base).to(device)
             m.info = base.info
             self._models[key] = m
         return self._models[key]
@@ -97,19 +103,22 @@ class Codec:
 
     # --- compress ------------------------------------------------------------------------------
 
-    def compress(self, image: ImageLike, drop_alpha: bool = False) -> bytes:
-        """One image (see `engine.images.to_batch` for the accepted forms) -> bytes."""
+    def compress(self, image: ImageLike, drop_alpha: bool = False,
+                 refine: Refine | None = None) -> bytes:
+        """One image (see `engine.images.to_batch` for the accepted forms) -> bytes.
+        `refine`: optimise the latents before coding (`engine.refine`); the stream is ordinary."""
         x = to_batch(image, drop_alpha)
         if x.shape[0] != 1:
             raise ValueError(f"compress takes one image, got a batch of {x.shape[0]}; "
                              "use compress_batch")
-        return self.compress_batch([x])[0]
+        return self.compress_batch([x], refine=refine)[0]
 
     @torch.inference_mode()
     def compress_batch(self, images: list[ImageLike] | torch.Tensor,
-                       drop_alpha: bool = False) -> list[bytes]:
+                       drop_alpha: bool = False, refine: Refine | None = None) -> list[bytes]:
         """Many images -> one bytes object each. Images of equal size share network passes and
-        all streams are coded in one parallel coder call."""
+        all streams are coded in one parallel coder call. `refine`: as in `compress` (images of
+        equal size are refined together, each keeping its own best latents)."""
         xs = [to_batch(im, drop_alpha) for im in images]
         xs = [x[i : i + 1] for x in xs for i in range(x.shape[0])]
         for x in xs:
@@ -121,7 +130,8 @@ class Codec:
         headers, streams = [None] * len(xs), [None] * len(xs)
         for idx in _groups([x.shape[2:] for x in xs]):
             batch = torch.cat([xs[i] for i in idx]).to(device)
-            for i, (header, segs) in zip(idx, self._encode_group(model, batch), strict=True):
+            encoded = self._encode_group(model, batch, refine)
+            for i, (header, segs) in zip(idx, encoded, strict=True):
                 headers[i], streams[i] = header, segs
         flat = [s for segs in streams for s in segs]
         with stage("entropy coding"):
@@ -135,13 +145,14 @@ class Codec:
             out.append(format.pack(header, parts))
         return out
 
-    def _encode_group(self, model: MeanScaleHyperprior, x: torch.Tensor):
+    def _encode_group(self, model: MeanScaleHyperprior, x: torch.Tensor,
+                      refine: Refine | None = None):
         """(B, 3, H, W) on the model's device -> [(header without lengths, streams)] per image."""
         from kernels.quantize import quantize
 
         b, _, h, w = x.shape
         with stage("analysis"):
-            y, z = model.analyze(_pad(x))
+            y, z = model.analyze(_pad(x)) if refine is None else _refined(model, x, refine)
         with stage("hyper"):
             z_sym = model.entropy_z.symbols(z)
             scales, means = model.hyper_decode(model.entropy_z.dequantize(z_sym))
@@ -232,6 +243,16 @@ class Codec:
         if len(views) > max(1, math.prod(expect_y) // 4096):
             raise CodecError(f"too many streams ({len(views)}) for the latent size")
         return header, model, coder.open_streams(self._coder_tables(model), views)
+
+
+def _refined(model: MeanScaleHyperprior, x: torch.Tensor, refine: Refine
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Refined latents (`engine.refine`); its gradients need a break from inference mode."""
+    from .refine import refine_latents
+
+    with torch.inference_mode(False), torch.enable_grad():
+        y, z, _ = refine_latents(model, x.clone(), refine)
+    return y, z
 
 
 def _param_device(model: torch.nn.Module) -> torch.device:
