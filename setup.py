@@ -13,7 +13,7 @@ ext = Pybind11Extension(
 )
 
 # The CUDA coder's warp algorithm (csrc/rans_warp.h) on the host, for the bit-exactness tests
-# that run without a GPU. The CUDA extension itself is built on first use (engine.gpu_coder).
+# that run without a GPU. The CUDA extension itself is built on first use (engine.coder).
 warp_host = Pybind11Extension(
     "engine._rans_warp_host",
     ["csrc/rans_host_emulation.cpp"],

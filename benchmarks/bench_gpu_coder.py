@@ -1,6 +1,6 @@
 """The GPU rANS coder against the CPU coder and CompressAI's, on the same symbols.
 
-    python benchmarks/bench_gpu_coder.py [--repeat 5] [--quick] [--write]
+    python benchmarks/bench_coder.py [--repeat 5] [--quick] [--write]
 
 Latents like a trained hyperprior's y: M=192 channels at Kodak size (32 x 48, a 768x512 image)
 and 1080p size (68 x 120), Gaussian symbols at scales log-uniform over [0.11, 20], coded with
@@ -8,9 +8,9 @@ the engine's Gaussian tables (`gaussian_tables()`), each image cut into streams 
 as `Codec` cuts it. Batches of 1 and 16 images of each size, and 16 images of sizes from Kodak's
 to 1080p's. Figures are symbols per second, best of --repeat:
 
-* GPU encode: symbols on the GPU -> compacted streams on the GPU (`gpu_coder.encode`);
+* GPU encode: symbols on the GPU -> compacted streams on the GPU (`coder.encode`);
 * GPU decode: streams on the GPU -> symbols on the GPU: open, one segment per stream, finish,
-  with the status checks (`gpu_coder.Decoder`); "kernel": the decode launch alone (CUDA events);
+  with the status checks (`coder.Decoder`); "kernel": the decode launch alone (CUDA events);
 * the CPU coder (`engine._rans`) on all threads and on one;
 * CompressAI's coder (one thread, one string per image), when it imports (see
   benchmarks/vs_compressai.py for its installation).
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from engine import _rans, format, gpu_coder  # noqa: E402
+from engine import _rans, coder, format  # noqa: E402
 from engine.entropy.gaussian import SCALES, gaussian_tables  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -115,16 +115,16 @@ def time_cpu(streams, repeat: int) -> dict[str, float]:
 
 
 def time_gpu(streams, repeat: int) -> dict[str, float]:
-    tables = gpu_coder.GpuTables(gaussian_tables(), device="cuda")
+    tables = coder.CoderTables(gaussian_tables(), device="cuda")
     dev_streams = [[(torch.from_numpy(v).cuda(), torch.from_numpy(i).cuda()) for v, i in s]
                    for s in streams]
     indexes = [s[0][1] for s in dev_streams]
     sync = torch.cuda.synchronize
-    data, offsets = gpu_coder.encode(tables, dev_streams)
-    assert gpu_coder.to_bytes(data, offsets) == _rans.encode(tables.cpu, streams), "not bit-exact"
+    data, offsets = coder.encode(tables, dev_streams)
+    assert coder.to_bytes(data, offsets) == _rans.encode(tables.cpu, streams), "not bit-exact"
 
     def decode():
-        dec = gpu_coder.Decoder(tables, (data, offsets))
+        dec = coder.Decoder(tables, (data, offsets))
         out = dec.decode(indexes)
         dec.finish()
         return out
@@ -148,7 +148,7 @@ def time_gpu(streams, repeat: int) -> dict[str, float]:
         sync()
         assert not status.any()
         kernel.append(begin.elapsed_time(end) / 1e3)
-    return {"gpu_encode": best_of(lambda: gpu_coder.encode(tables, dev_streams), repeat, sync),
+    return {"gpu_encode": best_of(lambda: coder.encode(tables, dev_streams), repeat, sync),
             "gpu_decode": best_of(decode, repeat, sync), "gpu_decode_kernel": min(kernel[1:])}
 
 
@@ -220,7 +220,7 @@ def table(rows: list[dict], gpu: bool, threads: int) -> str:
     lines = [
         f"Date {date.today()}, commit {commit}, {device}, CPU {cpu} ({threads} threads), "
         f"torch {torch.__version__}.",
-        "Command: `python benchmarks/bench_gpu_coder.py --write`. M symbols per second (best "
+        "Command: `python benchmarks/bench_coder.py --write`. M symbols per second (best "
         "of several runs) on the same symbols: hyperprior-like y (192 channels, Gaussian at "
         "scales log-uniform over [0.11, 20], the engine's tables), ~16 KB streams as the codec "
         "cuts them; GPU figures from device memory to device memory.",
@@ -247,9 +247,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one Kodak-sized image only")
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     args = parser.parse_args()
-    gpu = gpu_coder.available()
+    gpu = coder.available()
     if not gpu:
-        print(f"GPU coder absent ({gpu_coder.unavailable_reason()}): measuring the CPU side only")
+        print(f"GPU coder absent ({coder.unavailable_reason()}): measuring the CPU side only")
     threads = os.cpu_count() or 1
     rows = measure(args.repeat, args.quick, gpu)
     text = table(rows, gpu, threads)

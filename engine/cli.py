@@ -66,17 +66,21 @@ def _demo(a: argparse.Namespace) -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     x = to_batch(samples.astronaut())[0]
+    if a.device:
+        x = x.to(a.device)
     codec = Codec(a.quality, a.device)
     codec.compress(torch.rand(3, 64, 64))  # warm-up: load the model and its tables
     t0 = time.perf_counter()
     data = codec.compress(x)
     t1 = time.perf_counter()
-    x_hat = codec.decompress(data)
+    x_hat = codec.decompress(data, a.device)
     t2 = time.perf_counter()
     (out / "astronaut.nic").write_bytes(data)
     save_png(x_hat, out / "astronaut_decoded.png")
     h, w = x.shape[1:]
     print(f"image      scikit-image astronaut, {w}x{h}, quality {a.quality}")
+    device = codec.device or torch.device("cpu")
+    print(f"device     {device}, entropy coder {codec.coder_backend(device)}")
     print(f"stream     {out / 'astronaut.nic'}: {len(data)} bytes, "
           f"{8 * len(data) / (h * w):.4f} bpp")
     print(f"decoded    {out / 'astronaut_decoded.png'}")

@@ -56,7 +56,7 @@ class Codec:
             weights = zoo.load_weights(weights)
         self._custom = weights
         self._models: dict[tuple[int, str], MeanScaleHyperprior] = {}
-        self._tables: dict[int, object] = {}
+        self._tables: dict[tuple[int, str], coder.CoderTables] = {}
 
     # --- models --------------------------------------------------------------------------------
 
@@ -79,11 +79,22 @@ class Codec:
             self._models[key] = m
         return self._models[key]
 
-    def _coder_tables(self, model: MeanScaleHyperprior):
-        fp = model.info["fingerprint"]
-        if fp not in self._tables:
-            self._tables[fp] = coder.coder_tables(model.tables())
-        return self._tables[fp]
+    def coder_backend(self, device: str | torch.device) -> str:
+        """Which entropy coder runs for networks on `device`: "cuda", or "cpu" (with the reason
+        when a CUDA device was asked for)."""
+        device = torch.device(device)
+        if device.type != "cuda":
+            return "cpu"
+        return "cuda" if coder.available() else f"cpu ({coder.unavailable_reason()})"
+
+    def _coder_tables(self, model: MeanScaleHyperprior, device: torch.device
+                      ) -> coder.CoderTables:
+        """The model's CDF tables on the coder for `device` (the GPU coder when it can run)."""
+        where = device if device.type == "cuda" and coder.available() else torch.device("cpu")
+        key = (model.info["fingerprint"], str(where))
+        if key not in self._tables:
+            self._tables[key] = coder.CoderTables(model.tables(), where, threads=self.threads)
+        return self._tables[key]
 
     def _model_for(self, header: format.Header, device: torch.device) -> MeanScaleHyperprior:
         if header.model_id != zoo.MODEL_ID:
@@ -126,16 +137,16 @@ class Codec:
                 raise ValueError(f"images are limited to {format.MAX_SIDE} pixels a side")
         device = self.device or xs[0].device
         model = self.model(device=device)
-        tables = self._coder_tables(model)
+        tables = self._coder_tables(model, device)
         headers, streams = [None] * len(xs), [None] * len(xs)
         for idx in _groups([x.shape[2:] for x in xs]):
             batch = torch.cat([xs[i] for i in idx]).to(device)
-            encoded = self._encode_group(model, batch, refine)
+            encoded = self._encode_group(model, batch, tables.device, refine)
             for i, (header, segs) in zip(idx, encoded, strict=True):
                 headers[i], streams[i] = header, segs
-        flat = [s for segs in streams for s in segs]
         with stage("entropy coding"):
-            coded = coder.encode(tables, flat, self.threads)
+            # One coder call for every stream of the batch; one copy of the bytes to the host.
+            coded = coder.to_bytes(*coder.encode(tables, [s for segs in streams for s in segs]))
         out, k = [], 0
         for header, segs in zip(headers, streams, strict=True):
             parts = coded[k : k + len(segs)]
@@ -146,8 +157,9 @@ class Codec:
         return out
 
     def _encode_group(self, model: MeanScaleHyperprior, x: torch.Tensor,
-                      refine: Refine | None = None):
-        """(B, 3, H, W) on the model's device -> [(header without lengths, streams)] per image."""
+                      coder_device: torch.device, refine: Refine | None = None):
+        """(B, 3, H, W) on the model's device -> [(header without lengths, streams)] per image;
+        the streams' symbols and table indexes are tensors on `coder_device`."""
         from kernels.quantize import quantize
 
         b, _, h, w = x.shape
@@ -160,16 +172,15 @@ class Codec:
             bounds = torch.as_tensor(SCALES[:-1], dtype=scales.dtype, device=scales.device)
             y_sym, y_lik, y_idx = quantize(y, scales, means, bounds)
             y_bits = (-torch.log2(y_lik)).flatten(1).sum(1).tolist()
-        z_sym, y_sym = z_sym.cpu().numpy(), y_sym.cpu().numpy()
-        y_idx = (y_idx.cpu() + model.num_z_tables).numpy()
-        z_idx = _z_indexes(z_sym.shape[1:])
+        z_sym, y_sym = z_sym.to(coder_device), y_sym.to(coder_device)
+        y_idx = y_idx.to(coder_device) + model.num_z_tables
+        z_idx = _z_indexes(z_sym.shape[1:], coder_device)
         result = []
         for i in range(b):
-            ys, yi = y_sym[i].reshape(-1), y_idx[i].reshape(-1)
-            n = self._stream_count(y_bits[i], ys.size)
-            cuts = [ys.size * s // n for s in range(n + 1)]
-            segs = [[(ys[a:e], yi[a:e])] for a, e in zip(cuts, cuts[1:], strict=False)]
-            segs[0].insert(0, (z_sym[i].reshape(-1), z_idx))
+            ys, yi = y_sym[i].flatten(), y_idx[i].flatten()
+            n = self._stream_count(y_bits[i], ys.numel())
+            segs = [[part] for part in _split(ys, yi, n)]
+            segs[0].insert(0, (z_sym[i].flatten(), z_idx))
             header = format.Header(zoo.MODEL_ID, model.info.get("quality", 0) or 0,
                                    model.info["fingerprint"], h, w, tuple(z_sym.shape[1:]),
                                    tuple(y_sym.shape[1:]), ())
@@ -189,38 +200,49 @@ class Codec:
     @torch.inference_mode()
     def decompress_batch(self, streams: list[bytes], device: str | torch.device | None = None
                          ) -> list[torch.Tensor]:
-        """Decode many streams; all coded streams of a phase decode in one parallel call."""
+        """Decode many streams. All coded streams of one model decode together, one coder call
+        for every z and one for every y, uploaded to the GPU coder at once when it runs."""
         device = torch.device(device or self.device or "cpu")
         parsed = [self._open(data, device) for data in streams]
-        firsts = [p[2][0] for p in parsed]
-        z_syms = coder.decode(firsts, [_z_indexes(p[0].z_shape) for p in parsed], self.threads)
-        y_jobs, y_means = [], [None] * len(parsed)
-        for idx in _groups([(p[0].height, p[0].width, p[1].info["fingerprint"]) for p in parsed]):
-            header, model, _ = parsed[idx[0]]
-            z = torch.from_numpy(np.stack([z_syms[i] for i in idx]))
-            z = z.view(len(idx), *header.z_shape).to(device)
+        out = [None] * len(parsed)
+        for idx in _groups([(p[1].info["fingerprint"],) for p in parsed]):
+            images = self._decode_one_model([parsed[i] for i in idx], device)
+            for i, x in zip(idx, images, strict=True):
+                out[i] = x
+        return out
+
+    def _decode_one_model(self, parsed: list, device: torch.device) -> list[torch.Tensor]:
+        """Images that share a model: z of every image, hyper-decoding per size, y, synthesis."""
+        model = parsed[0][1]
+        tables = self._coder_tables(model, device)
+        firsts = np.cumsum([0] + [len(views) for _, _, views in parsed]).tolist()
+        dec = coder.Decoder(tables, [v for _, _, views in parsed for v in views])
+        z_jobs = [None] * firsts[-1]
+        for i, (header, _, _) in enumerate(parsed):
+            z_jobs[firsts[i]] = _z_indexes(header.z_shape, tables.device)
+        with stage("entropy coding"):
+            z_syms = dec.decode(z_jobs)
+        y_jobs, y_means = [None] * firsts[-1], [None] * len(parsed)
+        sizes = _groups([(h.height, h.width) for h, _, _ in parsed])
+        for idx in sizes:
+            header = parsed[idx[0]][0]
+            z = torch.stack([z_syms[firsts[i]] for i in idx]).view(len(idx), *header.z_shape)
             with stage("hyper"):
-                scales, means = model.hyper_decode(model.entropy_z.dequantize(z))
-                y_idx = (scale_indexes(scales) + model.num_z_tables).cpu().numpy()
+                scales, means = model.hyper_decode(model.entropy_z.dequantize(z.to(device)))
+                y_idx = (scale_indexes(scales) + model.num_z_tables).to(tables.device)
             for j, i in enumerate(idx):
                 y_means[i] = means[j]
-                flat = y_idx[j].reshape(-1)
-                n = len(parsed[i][2])
-                cuts = [flat.size * s // n for s in range(n + 1)]
-                for s, d in enumerate(parsed[i][2]):
-                    y_jobs.append((i, d, flat[cuts[s] : cuts[s + 1]]))
+                flat = y_idx[j].flatten()
+                for s, (_, part) in enumerate(_split(flat, flat, firsts[i + 1] - firsts[i])):
+                    y_jobs[firsts[i] + s] = part
         with stage("entropy coding"):
-            parts = coder.decode([d for _, d, _ in y_jobs], [ix for *_, ix in y_jobs],
-                                 self.threads)
-            coder.finish([d for p in parsed for d in p[2]])
-        y_syms = [[] for _ in parsed]
-        for (i, _, _), part in zip(y_jobs, parts, strict=True):
-            y_syms[i].append(part)
+            y_syms = dec.decode(y_jobs)
+            dec.finish()
         out = [None] * len(parsed)
-        for idx in _groups([(p[0].height, p[0].width, p[1].info["fingerprint"]) for p in parsed]):
-            header, model, _ = parsed[idx[0]]
+        for idx in sizes:
+            header = parsed[idx[0]][0]
             y_hat = torch.stack([
-                torch.from_numpy(np.concatenate(y_syms[i])).view(*header.y_shape).to(device)
+                torch.cat(y_syms[firsts[i] : firsts[i + 1]]).view(*header.y_shape).to(device)
                 + y_means[i] for i in idx]).float()
             with stage("synthesis"):
                 x_hat = model.synthesize(y_hat)[:, :, : header.height, : header.width]
@@ -242,7 +264,7 @@ class Codec:
                              f"{header.height}x{header.width} image ({expect_y}, {expect_z})")
         if len(views) > max(1, math.prod(expect_y) // 4096):
             raise CodecError(f"too many streams ({len(views)}) for the latent size")
-        return header, model, coder.open_streams(self._coder_tables(model), views)
+        return header, model, views
 
 
 def _refined(model: MeanScaleHyperprior, x: torch.Tensor, refine: Refine
@@ -270,10 +292,17 @@ def _pad(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
 
 
-def _z_indexes(shape: tuple[int, int, int]) -> np.ndarray:
+def _z_indexes(shape: tuple[int, int, int], device: torch.device) -> torch.Tensor:
     """z's table index of every element in (C, H, W) order: its channel."""
     c, h, w = shape
-    return np.repeat(np.arange(c, dtype=np.int32), h * w)
+    return torch.arange(c, dtype=torch.int32, device=device).repeat_interleave(h * w)
+
+
+def _split(values: torch.Tensor, indexes: torch.Tensor, n: int
+           ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """n equal runs of y for n streams: run s is [floor(s len / n), floor((s + 1) len / n))."""
+    cuts = [values.numel() * s // n for s in range(n + 1)]
+    return [(values[a:e], indexes[a:e]) for a, e in zip(cuts, cuts[1:], strict=False)]
 
 
 def _groups(keys: list) -> list[list[int]]:

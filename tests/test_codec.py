@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import Codec, CodecError, format
+from engine import Codec, CodecError, coder, format
 from tests.conftest import smooth_image
 
 
@@ -47,6 +47,20 @@ def test_decoded_latents_match_the_encoder(codec, tiny_model):
     y_hat = (torch.round(y.double() - means) + means).float()
     expected = tiny_model.synthesize(y_hat)
     assert torch.allclose(codec.decompress(codec.compress(x)), expected[0], atol=1e-6)
+
+
+def test_the_gpu_coder_algorithm_codes_the_same_streams(codec, monkeypatch):
+    """The codec through the CUDA coder's warp algorithm (emulated on the host) and through the
+    CPU coder: identical bytes, identical images."""
+    images = [smooth_image(70, 90), smooth_image(70, 90, 1), smooth_image(33, 17)]
+    streams = codec.compress_batch(images)
+    emulated = Codec(weights=codec._custom)
+    monkeypatch.setattr(emulated, "_coder_tables",
+                        lambda model, device: coder.CoderTables(model.tables(), emulate=True))
+    assert emulated.compress_batch(images) == streams
+    for a, b in zip(emulated.decompress_batch(streams), codec.decompress_batch(streams),
+                    strict=True):
+        assert torch.equal(a, b)
 
 
 def test_batches_match_single_calls(codec):

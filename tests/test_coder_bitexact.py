@@ -1,7 +1,7 @@
 """The CUDA coder's warp algorithm (csrc/rans_warp.h) against the CPU coder, without a GPU.
 
-`GpuTables(..., emulate=True)` runs the kernels' per-lane steps on the host (32 lanes as loops,
-the ballot prefix count as a loop: `engine._rans_warp_host`) behind engine.gpu_coder's own glue,
+`CoderTables(..., emulate=True)` runs the kernels' per-lane steps on the host (32 lanes as loops,
+the ballot prefix count as a loop: `engine._rans_warp_host`) behind engine.coder's own glue,
 so these tests cover everything but the CUDA launch code, which tests/test_coder_cuda.py covers
 on a GPU. Also here: every csrc/*.cu compiles with nvcc.
 """
@@ -27,7 +27,7 @@ from test_coder import (
     reference_encode,
 )
 
-from engine import _rans, gpu_coder
+from engine import _rans, coder
 from engine.entropy.cdf import CdfTables
 from engine.entropy.gaussian import SCALES, gaussian_tables
 from engine.errors import CodecError
@@ -35,8 +35,8 @@ from engine.errors import CodecError
 CSRC = Path(__file__).resolve().parents[1] / "csrc"
 
 
-def emulated(cdfs, sizes, offsets) -> gpu_coder.GpuTables:
-    return gpu_coder.GpuTables(CdfTables(cdfs, sizes, offsets), emulate=True)
+def emulated(cdfs, sizes, offsets) -> coder.CoderTables:
+    return coder.CoderTables(CdfTables(cdfs, sizes, offsets), emulate=True)
 
 
 def random_setup(seed: int, count: int = 6):
@@ -51,17 +51,17 @@ def random_streams(rng, count: int, num_streams: int, max_segments: int = 4, max
             for _ in range(num_streams)]
 
 
-def encode_to_bytes(tables: gpu_coder.GpuTables, streams) -> list[bytes]:
-    data, offsets = gpu_coder.encode(tables, streams)
+def encode_to_bytes(tables: coder.CoderTables, streams) -> list[bytes]:
+    data, offsets = coder.encode(tables, streams)
     assert data.dtype == torch.uint8 and offsets.dtype == torch.int64
     assert offsets.numel() == len(streams) + 1
-    return gpu_coder.to_bytes(data, offsets)
+    return coder.to_bytes(data, offsets)
 
 
-def decode_all(tables: gpu_coder.GpuTables, coded, streams) -> None:
+def decode_all(tables: coder.CoderTables, coded, streams) -> None:
     """Decode every stream segment by segment (streams with fewer segments sit out) and check
     the values, then finish."""
-    dec = gpu_coder.Decoder(tables, coded)
+    dec = coder.Decoder(tables, coded)
     for k in range(max((len(s) for s in streams), default=0)):
         outs = dec.decode([s[k][1] if k < len(s) else None for s in streams])
         for s, out in zip(streams, outs, strict=True):
@@ -106,7 +106,7 @@ def test_empty_streams_and_segments():
     coded = encode_to_bytes(tables, streams)
     assert coded == [struct.pack("<32I", *[1 << 16] * 32)] * 3
     decode_all(tables, coded, streams)
-    data, offsets = gpu_coder.encode(tables, [])
+    data, offsets = coder.encode(tables, [])
     assert data.numel() == 0 and offsets.tolist() == [0]
 
 
@@ -170,7 +170,7 @@ def test_hyperprior_latents_and_engine_tables():
 def test_encoded_tensor_pair_decodes_directly():
     rng, cpu, tables, _ = random_setup(8, 3)
     streams = random_streams(rng, 3, 10)
-    decode_all(tables, gpu_coder.encode(tables, streams), streams)
+    decode_all(tables, coder.encode(tables, streams), streams)
 
 
 # ---- damaged streams: rejected exactly when the CPU coder rejects them ----
@@ -189,9 +189,9 @@ def cpu_outcome(cpu, data, segments):
 
 
 def coder_outcome(tables, data, segments):
-    """gpu_coder's decoded segments of one stream, or None if it rejects the stream."""
+    """coder.s decoded segments of one stream, or None if it rejects the stream."""
     try:
-        dec = gpu_coder.Decoder(tables, [data])
+        dec = coder.Decoder(tables, [data])
         outs = [dec.decode([idx])[0].cpu().numpy() for _, idx in segments]
         dec.finish()
         return outs
@@ -238,12 +238,12 @@ def test_bad_headers_and_escapes():
              (bytes(128), "initial state < 2\\^16")]
     for data, message in cases:
         with pytest.raises(CodecError, match=f"^stream 0: corrupt stream: {message}"):
-            gpu_coder.Decoder(tables, [data])
+            coder.Decoder(tables, [data])
     # An escape that claims 63 bits (tests/test_coder.py builds the same stream).
     x = 1 << 16
     for start, freq in ((63 << 10, 1 << 10), (32768, 32768)):
         x = ((x // freq) << 16) + x % freq + start
-    dec = gpu_coder.Decoder(tables, [struct.pack("<32I", x, *[1 << 16] * 31)])
+    dec = coder.Decoder(tables, [struct.pack("<32I", x, *[1 << 16] * 31)])
     with pytest.raises(CodecError, match="escape longer than 40 bits"):
         dec.decode([np.zeros(1, np.int32)])
 
@@ -252,11 +252,11 @@ def test_finish_and_failure_are_per_stream_and_sticky():
     rng, cpu, tables, _ = random_setup(11, 1)
     seg = (rng.integers(-20, 20, 300).astype(np.int32), np.zeros(300, np.int32))
     good, twice = _rans.encode(cpu, [[seg], [seg, seg]])
-    dec = gpu_coder.Decoder(tables, [good, twice])
+    dec = coder.Decoder(tables, [good, twice])
     dec.decode([seg[1], seg[1]])
     with pytest.raises(CodecError, match="^stream 1: corrupt stream: words left"):
         dec.finish()
-    dec = gpu_coder.Decoder(tables, [good, good[:-2]])
+    dec = coder.Decoder(tables, [good, good[:-2]])
     with pytest.raises(CodecError, match="^stream 1: corrupt stream: read past the end"):
         dec.decode([seg[1], seg[1]])
     with pytest.raises(CodecError, match="^stream 1: corrupt stream: read past the end"):
@@ -270,13 +270,13 @@ def test_bad_table_indexes_are_argument_errors():
     wrong = indexes.copy()
     wrong[37] = 3
     with pytest.raises(CodecError, match="stream 1: segment 0: table index 3 at position 37"):
-        gpu_coder.encode(tables, [[(values, indexes)], [(values, wrong)]])
+        coder.encode(tables, [[(values, indexes)], [(values, wrong)]])
     with pytest.raises(CodecError, match="differ in length"):
-        gpu_coder.encode(tables, [[(values, indexes[:39])]])
+        coder.encode(tables, [[(values, indexes[:39])]])
     with pytest.raises(ValueError, match="1-D"):
-        gpu_coder.encode(tables, [[(values.reshape(4, 10), indexes.reshape(4, 10))]])
+        coder.encode(tables, [[(values.reshape(4, 10), indexes.reshape(4, 10))]])
     data = _rans.encode(cpu, [[(values, indexes)]])[0]
-    dec = gpu_coder.Decoder(tables, [data])
+    dec = coder.Decoder(tables, [data])
     with pytest.raises(CodecError, match="stream 0: table index out of range"):
         dec.decode([wrong])
     with pytest.raises(ValueError, match="one index array"):
@@ -287,26 +287,26 @@ def test_bad_table_indexes_are_argument_errors():
 
 def test_cpu_backend_has_the_same_api_and_bytes():
     rng, cpu, tables, (cdfs, sizes, offsets) = random_setup(13, 5)
-    on_cpu = gpu_coder.GpuTables(CdfTables(cdfs, sizes, offsets), device="cpu")
+    on_cpu = coder.CoderTables(CdfTables(cdfs, sizes, offsets), device="cpu")
     assert (on_cpu.backend, tables.backend) == ("cpu", "emulated")
     streams = random_streams(rng, 5, 12)
-    data, offsets_ = gpu_coder.encode(on_cpu, streams)
-    assert gpu_coder.to_bytes(data, offsets_) == encode_to_bytes(tables, streams)
+    data, offsets_ = coder.encode(on_cpu, streams)
+    assert coder.to_bytes(data, offsets_) == encode_to_bytes(tables, streams)
     decode_all(on_cpu, (data, offsets_), streams)
     with pytest.raises(CodecError, match="^stream 0: corrupt stream: odd length"):
-        gpu_coder.Decoder(on_cpu, [bytes(129)])
+        coder.Decoder(on_cpu, [bytes(129)])
 
 
 def test_backend_names_the_coder_in_use():
-    assert gpu_coder.backend() in ("cuda", "cpu")
+    assert coder.backend() in ("cuda", "cpu")
     if not torch.cuda.is_available():
-        assert gpu_coder.backend() == "cpu" and gpu_coder.unavailable_reason()
+        assert coder.backend() == "cpu" and coder.unavailable_reason()
 
 
 def test_table_blob_layout():
     _, cdfs, sizes, offsets = make_tables([quantize([0.5, 0.5]), quantize([0.2, 0.3, 0.5])],
                                           [-3, 7])
-    blob = gpu_coder.pack_tables(CdfTables(cdfs, sizes, offsets))
+    blob = coder.pack_tables(CdfTables(cdfs, sizes, offsets))
     assert blob.dtype == np.int32 and len(blob) % 4 == 0
     np.testing.assert_array_equal(blob[:8].reshape(2, 4), [[0, 2, -3, 0], [2, 3, 7, 0]])
     rows = blob[8:].view(np.uint16)

@@ -29,7 +29,7 @@ from test_coder_bitexact import (
     random_streams,
 )
 
-from engine import _rans, gpu_coder
+from engine import _rans, coder
 from engine.entropy.cdf import CdfTables
 from engine.entropy.gaussian import SCALES, gaussian_tables
 from engine.errors import CodecError
@@ -42,14 +42,14 @@ SMALL = os.environ.get("NICENGINE_SMALL") == "1"  # set for the run under comput
 @pytest.fixture(scope="module", autouse=True)
 def built():
     """A GPU is here, so the CUDA coder must build: a failure is an error, not a skip."""
-    assert gpu_coder.available(), gpu_coder.unavailable_reason()
+    assert coder.available(), coder.unavailable_reason()
 
 
-def on_gpu(cdfs, sizes, offsets) -> gpu_coder.GpuTables:
-    return gpu_coder.GpuTables(CdfTables(cdfs, sizes, offsets), device="cuda")
+def on_gpu(cdfs, sizes, offsets) -> coder.CoderTables:
+    return coder.CoderTables(CdfTables(cdfs, sizes, offsets), device="cuda")
 
 
-def check_both_ways(tables: gpu_coder.GpuTables, streams) -> None:
+def check_both_ways(tables: coder.CoderTables, streams) -> None:
     """GPU bytes == CPU bytes; the GPU decodes them; the CPU decodes the GPU's."""
     coded = encode_to_bytes(tables, streams)
     assert coded == _rans.encode(tables.cpu, streams)
@@ -59,8 +59,8 @@ def check_both_ways(tables: gpu_coder.GpuTables, streams) -> None:
 
 
 def test_backend_is_cuda():
-    assert gpu_coder.backend() == "cuda"
-    tables = gpu_coder.GpuTables(gaussian_tables())
+    assert coder.backend() == "cuda"
+    tables = coder.CoderTables(gaussian_tables())
     assert tables.device.type == "cuda" and tables.backend == "cuda"
 
 
@@ -80,9 +80,9 @@ def test_device_tensor_inputs_and_outputs():
     tables = on_gpu(cdfs, sizes, offsets)
     values = torch.from_numpy(extreme_values(rng, 500)).cuda().long()  # converted to int32
     indexes = torch.from_numpy(rng.integers(0, 5, len(values))).cuda()
-    data, offs = gpu_coder.encode(tables, [[(values, indexes)], [(values[:7], indexes[:7])]])
+    data, offs = coder.encode(tables, [[(values, indexes)], [(values[:7], indexes[:7])]])
     assert data.is_cuda and offs.is_cuda
-    dec = gpu_coder.Decoder(tables, (data, offs))
+    dec = coder.Decoder(tables, (data, offs))
     out = dec.decode([indexes, indexes[:7]])
     assert all(o.is_cuda and o.dtype == torch.int32 for o in out)
     assert torch.equal(out[0], values.int()) and torch.equal(out[1], values[:7].int())
@@ -122,10 +122,10 @@ def test_engine_batch_decodes_z_then_y():
     rng = np.random.default_rng(2)
     shapes = [(4, 8), (8, 4)] if SMALL else [(32, 48), (68, 120), (48, 32), (4, 4), (16, 16)]
     streams, firsts = latent_batch(rng, shapes)
-    tables = gpu_coder.GpuTables(engine_tables(), device="cuda")
+    tables = coder.CoderTables(engine_tables(), device="cuda")
     coded = encode_to_bytes(tables, streams)
     assert coded == _rans.encode(tables.cpu, streams)
-    dec = gpu_coder.Decoder(tables, coded)
+    dec = coder.Decoder(tables, coded)
     z = dec.decode([streams[k][0][1] if k in firsts else None for k in range(len(streams))])
     y = dec.decode([segs[-1][1] for segs in streams])
     dec.finish()
@@ -190,7 +190,7 @@ def test_garbage_in_a_batch():
         low, high = (-1, 5) if trial % 3 == 0 else (0, 4)  # sometimes bad table indexes
         indexes = [rng.integers(low, high, 200).astype(np.int32) for _ in batch]
         try:
-            dec = gpu_coder.Decoder(tables, batch)
+            dec = coder.Decoder(tables, batch)
             dec.decode(indexes)
             dec.decode([s[1][1] if len(s) > 1 else None for s in streams] + [None] * 5)
             dec.finish()
@@ -208,9 +208,9 @@ def test_bad_table_indexes():
     wrong = indexes.copy()
     wrong[37] = -1
     with pytest.raises(CodecError, match="table index -1 at position 37"):
-        gpu_coder.encode(tables, [[(values, wrong)]])
+        coder.encode(tables, [[(values, wrong)]])
     (data,) = encode_to_bytes(tables, [[(values, indexes)]])
-    dec = gpu_coder.Decoder(tables, [data])
+    dec = coder.Decoder(tables, [data])
     with pytest.raises(CodecError, match="table index out of range"):
         dec.decode([wrong])
     assert torch.equal(dec.decode([indexes])[0].cpu(), torch.from_numpy(values))
