@@ -25,8 +25,6 @@ import argparse
 import math
 import os
 import platform
-import re
-import subprocess
 import sys
 import time
 from datetime import date
@@ -39,11 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from results_md import commit, write_section  # noqa: E402
+
 from engine import _rans, coder, format  # noqa: E402
 from engine.entropy.gaussian import SCALES, gaussian_tables  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-START, END = "<!-- gpu_coder:start -->", "<!-- gpu_coder:end -->"
 KODAK, HD = (32, 48), (68, 120)
 M = 192
 STREAM_BYTES = 16384  # Codec's default target size of one stream
@@ -212,13 +210,11 @@ def format_row(row: dict) -> str:
 
 
 def table(rows: list[dict], gpu: bool, threads: int) -> str:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip() or "uncommitted"
     device = torch.cuda.get_device_name() if gpu else "no GPU"
     cpu = platform.processor() or platform.machine()
     head = ["batch", "symbols", "streams", "bits/symbol"] + [c for _, c in COLUMNS]
     lines = [
-        f"Date {date.today()}, commit {commit}, {device}, CPU {cpu} ({threads} threads), "
+        f"Date {date.today()}, commit {commit()}, {device}, CPU {cpu} ({threads} threads), "
         f"torch {torch.__version__}.",
         "Command: `python benchmarks/bench_coder.py --write`. M symbols per second (best "
         "of several runs) on the same symbols: hyperprior-like y (192 channels, Gaussian at "
@@ -229,16 +225,6 @@ def table(rows: list[dict], gpu: bool, threads: int) -> str:
         "|" + " --- |" * len(head),
     ]
     return "\n".join(lines + [format_row(r) for r in rows])
-
-
-def write(text: str) -> None:
-    section = f"{START}\n## GPU entropy coder\n\n{text}\n{END}"
-    old = RESULTS.read_text() if RESULTS.exists() else ""
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    new = pattern.sub(lambda _: section, old) if pattern.search(old) else \
-        (old.rstrip() + "\n\n" if old else "") + section + "\n"
-    RESULTS.write_text(new)
-    print(f"wrote {RESULTS}")
 
 
 def main() -> None:
@@ -257,7 +243,7 @@ def main() -> None:
     if args.write:
         if not gpu:
             raise SystemExit("--write needs a GPU: the section reports GPU figures")
-        write(text)
+        write_section("gpu_coder", "GPU entropy coder", text)
 
 
 if __name__ == "__main__":

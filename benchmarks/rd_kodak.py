@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 from datetime import date
 from pathlib import Path
@@ -24,6 +23,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from results_md import commit, write_section  # noqa: E402
 
 from engine import Codec, zoo  # noqa: E402
 from engine.bjontegaard import bd_psnr, bd_rate  # noqa: E402
@@ -95,9 +96,7 @@ def plot(ours: dict, anchors: dict, label: str, path: Path) -> None:
 
 
 def report(points: dict, ours: dict, table: list, label: str, command: str) -> str:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
-    lines = [f"Date {date.today()}, commit {commit}, {platform.machine()} CPU, "
+    lines = [f"Date {date.today()}, commit {commit()}, {platform.machine()} CPU, "
              f"command: `{command}`. Model: {label}.", "",
              "| point | bpp | PSNR (dB) | MS-SSIM | encode (s) | decode (s) |",
              "| --- | --- | --- | --- | --- | --- |"]
@@ -113,18 +112,6 @@ def report(points: dict, ours: dict, table: list, label: str, command: str) -> s
                      else f"| {name} | {r:+.2f} % | {p:+.3f} dB |")
     lines += ["", "![Kodak rate-distortion](results/kodak_rd.png)"]
     return "\n".join(lines)
-
-
-def write_section(text: str) -> None:
-    path = ROOT / "benchmarks" / "RESULTS.md"
-    start, end = "<!-- rd_kodak:start -->", "<!-- rd_kodak:end -->"
-    body = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = f"{start}\n{text}\n{end}"
-    if start in body:
-        body = body[: body.index(start)] + block + body[body.index(end) + len(end) :]
-    else:
-        body = body.rstrip() + "\n\n## Kodak rate-distortion\n\n" + block + "\n"
-    path.write_text(body)
 
 
 def main() -> None:
@@ -153,7 +140,7 @@ def main() -> None:
     text = report(points, ours, table, a.label, command.strip())
     print(text)
     if a.write:
-        write_section(text)
+        write_section("rd_kodak", "Kodak rate-distortion", text)
 
 
 if __name__ == "__main__":

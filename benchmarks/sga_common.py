@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import date
@@ -22,11 +21,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from results_md import commit, write_section  # noqa: E402
+
 from engine import zoo  # noqa: E402
 from engine.images import list_images, to_batch  # noqa: E402
 from engine.refine import METHODS, Refine, refine_latents  # noqa: E402
 
-RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
 KODAK = ROOT.parent / "shared" / "data" / "kodak"
 
 
@@ -140,8 +140,6 @@ def checkpoints(args: argparse.Namespace, wanted: tuple[int, ...]) -> list[int]:
 
 def describe(args: argparse.Namespace, models, images) -> str:
     """What was run, exactly: for the top of a results section."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=ROOT).stdout.strip()
     device = (torch.cuda.get_device_name(args.device) if torch.device(args.device).type == "cuda"
               else f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
     sizes = sorted({f"{x.shape[2]}x{x.shape[1]}" for _, x in images})
@@ -150,7 +148,7 @@ def describe(args: argparse.Namespace, models, images) -> str:
                         for name, m in models)
     command = "python " + " ".join(sys.argv)
     smoke = "**SMOKE RUN: these numbers are not results.** " if args.smoke else ""
-    return (f"{smoke}Date {date.today()}, commit {commit}, {device}. Weights: {weights}. "
+    return (f"{smoke}Date {date.today()}, commit {commit()}, {device}. Weights: {weights}. "
             f"Images: {len(images)} from `{args.images.name}` ({', '.join(sizes)}"
             f"{', centre crops' if args.crop else ''}). {args.iterations} iterations, "
             f"batch {args.batch}, seed {args.seed}. Command: `{command}`.")
@@ -176,18 +174,6 @@ def save_figure(args: argparse.Namespace, fig, name: str) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path
-
-
-def write_section(name: str, title: str, text: str) -> None:
-    """Put `text` between <!-- name:start --> and <!-- name:end --> in RESULTS.md."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    body = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmark results\n"
-    block = f"{start}\n{text}\n{end}"
-    if start in body:
-        body = body[: body.index(start)] + block + body[body.index(end) + len(end) :]
-    else:
-        body = body.rstrip() + f"\n\n## {title}\n\n" + block + "\n"
-    RESULTS_MD.write_text(body)
 
 
 def finish(args: argparse.Namespace, name: str, title: str, text: str) -> None:

@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 KODIM = ROOT.parent / "shared" / "data" / "kodak" / "kodim23.png"
 sys.path.insert(0, str(ROOT))
 
+from results_md import commit, write_section  # noqa: E402
+
 
 def import_compressai():
     for name in ("torchvision", "torchvision.transforms"):
@@ -173,10 +175,8 @@ def report(codecs: dict, coders: dict, memory: dict, image: str) -> str:
     n = coders["symbols"]
     ours_total = codecs["ours_compress"] + codecs["ours_decompress"]
     cai_total = codecs["cai_compress"] + codecs["cai_decompress"]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip() or "uncommitted"
     lines = [
-        f"Date {date.today()}, commit {commit}, {platform.processor() or platform.machine()} "
+        f"Date {date.today()}, commit {commit()}, {platform.processor() or platform.machine()} "
         f"({torch.get_num_threads()} threads), torch {torch.__version__}; image: {image}.",
         "Command: `python benchmarks/vs_compressai.py --write`. Both: mean-scale hyperprior "
         "N=128, M=192, random weights; best of several runs.",
@@ -206,18 +206,6 @@ def report(codecs: dict, coders: dict, memory: dict, image: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "benchmarks" / "RESULTS.md"
-    start, end = "<!-- vs_compressai:start -->", "<!-- vs_compressai:end -->"
-    body = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = f"{start}\n{text}\n{end}"
-    if start in body:
-        body = body[: body.index(start)] + block + body[body.index(end) + len(end) :]
-    else:
-        body = body.rstrip() + "\n\n## nicengine vs CompressAI (CPU)\n\n" + block + "\n"
-    path.write_text(body)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--image", type=Path, default=KODIM)
@@ -244,7 +232,7 @@ def main() -> None:
     text = report(codecs, coders, memory, image)
     print(text)
     if a.write:
-        write_section(text)
+        write_section("vs_compressai", "nicengine vs CompressAI (CPU)", text)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,11 @@ import importlib.util
 import os
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    import triton.language as tl
+tl = None  # triton.language, bound by `load`: the shared @jit helpers at the end use it
 
 MODES = ("auto", "reference", "triton")
 NETWORK_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -51,7 +49,7 @@ def load(namespace: dict) -> None:
             for name, value in list(namespace.items()):
                 if getattr(value, "triton_jit", False):
                     namespace[name] = triton.jit(value)
-            namespace["tl"] = tl
+            namespace["tl"] = globals()["tl"] = tl
 
 
 def use_triton(*tensors: Tensor, dtypes: tuple[torch.dtype, ...] = NETWORK_DTYPES,
@@ -94,3 +92,13 @@ def next_pow2(n: int) -> int:
 def cdiv(a: int, b: int) -> int:
     """ceil(a / b): the program count that covers a elements in blocks of b."""
     return -(-a // b)
+
+
+@jit
+def round_half_even(x):
+    """torch.round (ties to even) inside a kernel. Exact: x - floor(x) is exact, unlike
+    floor(x + 0.5)."""
+    f = tl.floor(x)
+    d = x - f
+    odd = f - 2.0 * tl.floor(0.5 * f)
+    return tl.where((d > 0.5) | ((d == 0.5) & (odd == 1.0)), f + 1.0, f)

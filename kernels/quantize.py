@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from . import dispatch
-from .dispatch import FLOAT_DTYPES, cdiv, jit, use_triton
+from .dispatch import FLOAT_DTYPES, cdiv, jit, round_half_even, use_triton
 from .lower_bound import lower_bound
 
 tl = None  # triton.language, bound by dispatch.load on the first launch
@@ -73,15 +73,6 @@ def _round_to(x, ty: tl.constexpr):
 
 
 @jit
-def _round_half_even(x):
-    """torch.round. Exact: x - floor(x) is exact, unlike floor(x + 0.5)."""
-    f = tl.floor(x)
-    d = x - f
-    odd = f - 2.0 * tl.floor(0.5 * f)
-    return tl.where((d > 0.5) | ((d == 0.5) & (odd == 1.0)), f + 1.0, f)
-
-
-@jit
 def _erfc(x):
     # erfc(a) = t exp(-a^2) P(2t - 1), t = 1 / (1 + a/2), a = |x|: P is a degree-12 fit of
     # erfc(a) exp(a^2) / t made for this kernel, relative error 1.2e-9 on [0, inf) (in float32
@@ -128,7 +119,7 @@ def _quantize_kernel(y_ptr, scales_ptr, means_ptr, bounds_ptr, sym_ptr, lik_ptr,
     scale = tl.load(scales_ptr + offs, mask=mask, other=1.0).to(COMPUTE)
     # The symbols and indexes are bit-identical to the reference's: the same roundings in the
     # same types, and comparisons only.
-    q = _round_half_even(_round_to(_round_to(y.to(COMPUTE), mean_ty) - mu, mean_ty))
+    q = round_half_even(_round_to(_round_to(y.to(COMPUTE), mean_ty) - mu, mean_ty))
     tl.store(sym_ptr + offs, q.to(tl.int32), mask=mask)
     # Binary search for the number of bounds below the scale (the bounds are sorted).
     idx = tl.zeros((BLOCK,), dtype=tl.int32)
@@ -179,7 +170,7 @@ def _train_values(y_ptr, scales_ptr, means_ptr, u_ptr, offs, mask, seed, NOISE: 
     y = tl.load(y_ptr + offs, mask=mask, other=0.0).to(COMPUTE)
     mu = tl.load(means_ptr + offs, mask=mask, other=0.0).to(COMPUTE)
     scale = tl.load(scales_ptr + offs, mask=mask, other=1.0).to(COMPUTE)
-    q = _round_half_even(_round_to(y - mu, ty))
+    q = round_half_even(_round_to(y - mu, ty))
     y_hat = _round_to(y + _round_to(_round_to(q + mu, ty) - y, ty), ty)
     if NOISE == 0:
         values = y_hat

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import dispatch
-from .dispatch import NETWORK_DTYPES, cdiv, jit, use_triton
+from .dispatch import NETWORK_DTYPES, cdiv, jit, round_half_even, use_triton
 
 tl = None  # triton.language, bound by dispatch.load on the first launch
 
@@ -222,15 +222,6 @@ def _gumbel(u):
 
 
 @jit
-def _round_half_even(x):
-    """torch.round (ties to even); x - floor(x) is exact."""
-    f = tl.floor(x)
-    diff = x - f
-    odd = f - 2.0 * tl.floor(0.5 * f)
-    return tl.where((diff > 0.5) | ((diff == 0.5) & (odd == 1.0)), f + 1.0, f)
-
-
-@jit
 def _sga_values(v_ptr, g_ptr, offs, mask, n, seed, tau, a, r, pw, METHOD: tl.constexpr,
                 NOISE: tl.constexpr, COMPUTE: tl.constexpr):
     """(relaxed value, its derivative in v) of the elements at offs. NOISE: 1 Gumbel noise from
@@ -258,7 +249,7 @@ def _sga_values(v_ptr, g_ptr, offs, mask, n, seed, tau, a, r, pw, METHOD: tl.con
         out = base + p
         grad = p * (1.0 - p) * (-dlp_u - dlp_d) * inv_tau * inv_tau
     else:
-        base = _round_half_even(v) - 1.0
+        base = round_half_even(v) - 1.0
         d = v - base
         lw0, dw0 = _log_w3(d, a, r, pw, METHOD)
         lw1, dw1 = _log_w3(d - 1.0, a, r, pw, METHOD)

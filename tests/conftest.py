@@ -3,6 +3,7 @@ with a reason when it is absent."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,11 @@ import pytest
 import torch
 
 from engine.models import MeanScaleHyperprior, ModelConfig
+
+if not torch.cuda.is_available():
+    # Kernel tests run the Triton kernels on CPU tensors through the interpreter. Triton reads
+    # this when it is imported, which the kernels do on their first launch.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 KODAK = SHARED / "data" / "kodak"
@@ -38,3 +44,28 @@ def tiny_model() -> MeanScaleHyperprior:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def kernels_on(monkeypatch):
+    """Every dispatch takes the Triton kernel (on CPU tensors: under the interpreter)."""
+    pytest.importorskip("triton")
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("TRITON_INTERPRET=1 is needed to run kernels without a GPU")
+    monkeypatch.setenv("NIC_KERNELS", "triton")
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    """Kernel outputs start as NaN (integers: their minimum), so skipped elements fail."""
+    from kernels import dispatch
+
+    made = []
+
+    def empty(shape, dtype, device):
+        fill = float("nan") if dtype.is_floating_point else torch.iinfo(dtype).min
+        made.append(torch.full(shape, fill, dtype=dtype, device=device))
+        return made[-1]
+
+    monkeypatch.setattr(dispatch, "empty", empty)
+    return made

@@ -1,24 +1,15 @@
 """The codec with every kernel on (NIC_KERNELS=triton, under the Triton interpreter) writes the
 same bytes as with the references, and decodes to the same image within float32 tolerance."""
 
-import os
-import sys
 
-import pytest
 import torch
 
-# Triton reads TRITON_INTERPRET when it is imported; the kernels import it on their first launch.
-if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("triton was imported before TRITON_INTERPRET=1 was set", allow_module_level=True)
-os.environ["TRITON_INTERPRET"] = "1"
-pytest.importorskip("triton")
-
-from engine import Codec  # noqa: E402
-from kernels import dispatch  # noqa: E402
-from tests.conftest import smooth_image  # noqa: E402
+from engine import Codec
+from kernels import dispatch
+from tests.conftest import smooth_image
 
 
-def test_kernels_give_the_same_bitstream(tiny_model, monkeypatch):
+def test_kernels_give_the_same_bitstream(tiny_model, monkeypatch, kernels_on):
     codec = Codec(weights=tiny_model)
     x = smooth_image(70, 100)
     monkeypatch.setenv("NIC_KERNELS", "reference")

@@ -4,41 +4,15 @@ Tolerances (absolute and relative, against the reference in the same dtype, whos
 differ): float32 1e-5, float16 2e-3, bfloat16 2e-2.
 """
 
-import os
-import sys
 
 import pytest
 import torch
 
-# Triton reads TRITON_INTERPRET when it is imported; the kernels import it on their first launch.
-if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("triton was imported before TRITON_INTERPRET=1 was set", allow_module_level=True)
-os.environ["TRITON_INTERPRET"] = "1"
-pytest.importorskip("triton")
+from kernels import gdn
 
-from kernels import dispatch, gdn  # noqa: E402
+pytestmark = pytest.mark.usefixtures("kernels_on")
 
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def kernels_on():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("NIC_KERNELS", "triton")
-        yield
-
-
-@pytest.fixture
-def poisoned(monkeypatch):
-    """Kernel outputs start as NaN, so an element the kernel skips fails the comparison."""
-    made = []
-
-    def empty(shape, dtype, device):
-        made.append(torch.full(shape, float("nan"), dtype=dtype, device=device))
-        return made[-1]
-
-    monkeypatch.setattr(dispatch, "empty", empty)
-    return made
 
 
 def _inputs(b, c, h, w, dtype, seed=0):

@@ -6,42 +6,16 @@ float32 -> bfloat16 where the reference (and a GPU) rounds to nearest. subpel_ig
 tolerances of test_kernels_gdn.
 """
 
-import os
-import sys
 
 import pytest
 import torch
 
-# Triton reads TRITON_INTERPRET when it is imported; the kernels import it on their first launch.
-if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("triton was imported before TRITON_INTERPRET=1 was set", allow_module_level=True)
-os.environ["TRITON_INTERPRET"] = "1"
-pytest.importorskip("triton")
+from kernels import subpel
 
-from kernels import dispatch, subpel  # noqa: E402
+pytestmark = pytest.mark.usefixtures("kernels_on")
 
 GDN_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
 BF16_ULP = 2.0**-7
-
-
-@pytest.fixture(scope="module", autouse=True)
-def kernels_on():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("NIC_KERNELS", "triton")
-        yield
-
-
-@pytest.fixture
-def poisoned(monkeypatch):
-    """Kernel outputs start as NaN, so an element the kernel skips fails the comparison."""
-    made = []
-
-    def empty(shape, dtype, device):
-        made.append(torch.full(shape, float("nan"), dtype=dtype, device=device))
-        return made[-1]
-
-    monkeypatch.setattr(dispatch, "empty", empty)
-    return made
 
 
 def _assert_written(out, poisoned):

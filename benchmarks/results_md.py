@@ -1,0 +1,33 @@
+"""Writing measured figures into benchmarks/RESULTS.md: one marker-delimited section per script,
+replaced when the script runs again, and the commit the figures belong to."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
+
+
+def commit() -> str:
+    """Short hash of HEAD, marked when the working tree has uncommitted changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True,
+                              text=True).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def write_section(name: str, title: str, text: str) -> None:
+    """Put `text` between <!-- name:start --> and <!-- name:end --> under a `## title`."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    body = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmark results\n"
+    block = f"{start}\n{text}\n{end}"
+    if start in body:
+        body = body[: body.index(start)] + block + body[body.index(end) + len(end) :]
+    else:
+        body = body.rstrip() + f"\n\n## {title}\n\n" + block + "\n"
+    RESULTS_MD.write_text(body)
+    print(f"wrote section {name} of {RESULTS_MD}")
