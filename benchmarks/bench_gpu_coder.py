@@ -1,6 +1,6 @@
 """The GPU rANS coder against the CPU coder and CompressAI's, on the same symbols.
 
-    python benchmarks/bench_coder.py [--repeat 5] [--quick] [--write]
+    python benchmarks/bench_gpu_coder.py [--repeat 5] [--quick] [--write]
 
 Latents like a trained hyperprior's y: M=192 channels at Kodak size (32 x 48, a 768x512 image)
 and 1080p size (68 x 120), Gaussian symbols at scales log-uniform over [0.11, 20], coded with
@@ -216,7 +216,7 @@ def table(rows: list[dict], gpu: bool, threads: int) -> str:
     lines = [
         f"Date {date.today()}, commit {commit()}, {device}, CPU {cpu} ({threads} threads), "
         f"torch {torch.__version__}.",
-        "Command: `python benchmarks/bench_coder.py --write`. M symbols per second (best "
+        "Command: `python benchmarks/bench_gpu_coder.py --write`. M symbols per second (best "
         "of several runs) on the same symbols: hyperprior-like y (192 channels, Gaussian at "
         "scales log-uniform over [0.11, 20], the engine's tables), ~16 KB streams as the codec "
         "cuts them; GPU figures from device memory to device memory.",

@@ -5,7 +5,7 @@ CPU, the PyTorch references (pytest-benchmark):
 GPU, kernel vs eager PyTorch vs torch.compile: triton.testing.do_bench medians (L2 flushed
 between runs) and the kernel's achieved GB/s against a device-to-device copy on the same GPU;
 each kernel is first checked against its reference on the GPU:
-    python benchmarks/bench_kernels.py [--dtype bfloat16] [--no-compile] [--json FILE]
+    python benchmarks/bench_kernels.py [--dtype bfloat16] [--no-compile] [--json FILE] [--write]
 The whole codec under NVTX ranges, for Nsight Systems (docs/PROFILING.md):
     python benchmarks/bench_kernels.py --codec
 """
@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,6 +27,9 @@ import torch.nn.functional as F
 from engine.entropy.gaussian import SCALES
 from engine.profiling import stage
 from kernels import gdn, quantize, subpel
+
+sys.path.insert(0, str(Path(__file__).parent))
+from results_md import commit, write_section  # noqa: E402
 
 N, M = 128, 192
 SIZES = {"kodak": (512, 768), "1080p": (1088, 1920)}  # (H, W) padded to a multiple of 64
@@ -206,6 +211,22 @@ def bench_gpu(dtype: torch.dtype, compile_: bool) -> dict:
             "rows": rows}
 
 
+def markdown(results: dict, command: str) -> str:
+    """The GPU table for RESULTS.md: times in microseconds, GB/s and its share of the copy
+    bandwidth, speed-ups over eager and torch.compile."""
+    lines = [f"{time.strftime('%Y-%m-%d')}, {results['device']}, commit {commit()}, network dtype "
+             f"{results['dtype']}, copy bandwidth {results['copy_gb_s']:.0f} GB/s: `{command}`", "",
+             "| case | kernel us | eager us | compile us | GB/s | % of copy | x eager | x compile "
+             "| check |", "|" + " --- |" * 9]
+    for r in results["rows"]:
+        t = r["ms"]
+        comp = t.get("compile", float("nan"))
+        lines.append(f"| {r['case']} | {1e3 * t['kernel']:.1f} | {1e3 * t['eager']:.1f} | "
+                     f"{1e3 * comp:.1f} | {r['gb_s']:.0f} | {100 * r['fraction_of_copy']:.0f} | "
+                     f"{t['eager'] / t['kernel']:.2f} | {comp / t['kernel']:.2f} | {r['check']} |")
+    return "\n".join(lines)
+
+
 def bench_codec(repeats: int = 5) -> None:
     """compress + decompress of a 1080p image with a random-weight N=128, M=192 model on the GPU;
     the stages appear as NVTX ranges (NIC_KERNELS=reference for the unfused run)."""
@@ -238,6 +259,7 @@ def main() -> None:
                         help="dtype of the network kernels (h_s and quantize keep theirs)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--json", help="write the results to this file")
+    parser.add_argument("--write", action="store_true", help="put the table in RESULTS.md")
     parser.add_argument("--codec", action="store_true", help="time the whole codec instead")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -249,6 +271,9 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
+    if args.write:
+        command = " ".join(["python benchmarks/bench_kernels.py", *sys.argv[1:]])
+        write_section("gpu_kernels", "Triton kernels (GPU)", markdown(results, command))
 
 
 if __name__ == "__main__":
