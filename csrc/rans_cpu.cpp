@@ -20,19 +20,6 @@ void check_indexes(const Tables& tables, const int32_t* indexes, size_t n) {
                               std::to_string(count) + ")");
 }
 
-// Largest s with cdf[s] <= slot, given cdf[0] = 0 <= slot < cdf[n]. The halving loop's trip
-// count depends on n only and the step compiles to a conditional move, so the only branch is
-// the (per-table predictable) loop exit rather than a coin flip per step.
-inline int32_t find_symbol(const uint32_t* cdf, int32_t n, uint32_t slot) {
-  size_t lo = 0;
-  for (size_t len = static_cast<size_t>(n); len > 1;) {
-    const size_t half = len / 2;
-    lo = cdf[lo + half] <= slot ? lo + half : lo;
-    len -= half;
-  }
-  return static_cast<int32_t>(lo);
-}
-
 // The encoding side of one stream: LANES states plus the words emitted so far, which come out
 // in reverse read order because encoding runs backwards.
 class Encoder {
@@ -119,7 +106,7 @@ std::vector<uint8_t> Encoder::bytes() const {
 
 Tables::Tables(const int32_t* cdfs, size_t num_tables, size_t width, const int32_t* sizes,
                const int32_t* offsets)
-    : row_(num_tables), sizes_(sizes, sizes + num_tables), offsets_(offsets, offsets + num_tables) {
+    : sizes_(sizes, sizes + num_tables), offsets_(offsets, offsets + num_tables) {
   if (num_tables == 0) throw std::invalid_argument("need at least one table");
   for (size_t t = 0; t < num_tables; ++t) {
     const int32_t n = sizes[t];
@@ -143,8 +130,44 @@ Tables::Tables(const int32_t* cdfs, size_t num_tables, size_t width, const int32
     if (static_cast<int64_t>(offsets[t]) + n - 2 > INT32_MAX) {
       throw std::invalid_argument(table_error(t, "offset + size - 2 exceeds int32"));
     }
-    row_[t] = cdf_.size();
-    cdf_.insert(cdf_.end(), row, row + n + 1);
+  }
+  // The bucket of a slot narrows its symbol down to at most span + 1 candidates; the search
+  // then takes steps_ halving steps for every table (see find_symbols).
+  lut_.resize(num_tables << LUT_BITS);
+  uint32_t span = 0;
+  for (size_t t = 0; t < num_tables; ++t) {
+    const int32_t* row = cdfs + t * width;
+    uint32_t s = 0;
+    for (uint32_t b = 0; b < (1u << LUT_BITS); ++b) {
+      const uint32_t first = b << (PREC_BITS - LUT_BITS), last = first + BUCKET - 1;
+      while (static_cast<uint32_t>(row[s + 1]) <= first) ++s;
+      lut_[(t << LUT_BITS) + b] = static_cast<uint16_t>(s);
+      uint32_t e = s;
+      while (static_cast<uint32_t>(row[e + 1]) <= last) ++e;
+      span = std::max(span, e - s);
+    }
+  }
+  while ((1u << steps_) <= span) ++steps_;
+  // Valid rows are strictly increasing from 0 to 2^16, so sizes are at most 2^16 and the
+  // search reads at most 2^steps_ - 1 entries past a row's last symbol.
+  row_len_ = static_cast<size_t>(*std::max_element(sizes, sizes + num_tables)) + (1u << steps_);
+  cdf_.assign(num_tables * row_len_, PREC_TOTAL);
+  for (size_t t = 0; t < num_tables; ++t) {
+    std::copy(cdfs + t * width, cdfs + t * width + sizes[t] + 1, cdf_.begin() + t * row_len_);
+  }
+}
+
+// The lanes advance in lockstep: the steps of different lanes are independent, which keeps the
+// CPU busy where one lane's search alone would wait on a load -> compare -> select chain.
+void Tables::find_symbols(const int32_t* t, const uint32_t* slot, int active, uint32_t* s) const {
+  const uint32_t* row[LANES];
+  for (int l = 0; l < active; ++l) {
+    row[l] = cdf(t[l]);
+    s[l] = lut_[(static_cast<size_t>(t[l]) << LUT_BITS) + (slot[l] >> (PREC_BITS - LUT_BITS))];
+  }
+  for (uint32_t step = (1u << steps_) >> 1; step > 0; step >>= 1) {
+    // Arithmetic rather than ?: so that it compiles to a mask, not a coin-flip branch.
+    for (int l = 0; l < active; ++l) s[l] += step & (0u - (row[l][s[l] + step] <= slot[l]));
   }
 }
 
@@ -194,12 +217,14 @@ void Decoder::decode(const int32_t* indexes, int32_t* out, size_t n) {
     const int active = static_cast<int>(std::min<size_t>(LANES, n - base));
     int num_escaped = 0;
     // Phase A: the main symbol of every lane.
+    uint32_t slot[LANES], sym[LANES];
+    for (int l = 0; l < active; ++l) slot[l] = dec_slot(x_[l]);
+    tables.find_symbols(indexes + base, slot, active, sym);
     for (int l = 0; l < active; ++l) {
-      const int32_t t = indexes[base + l], size = tables.size(t);
+      const int32_t t = indexes[base + l], s = static_cast<int32_t>(sym[l]);
       const uint32_t* cdf = tables.cdf(t);
-      const int32_t s = find_symbol(cdf, size, dec_slot(x_[l]));
       advance(l, cdf[s], cdf[s + 1] - cdf[s]);
-      if (s == size - 1) {
+      if (s == tables.size(t) - 1) {
         escaped[num_escaped++] = l;
       } else {
         out[base + l] = tables.offset(t) + s;

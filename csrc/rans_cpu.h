@@ -33,13 +33,26 @@ class Tables {
          const int32_t* offsets);
 
   size_t num_tables() const { return sizes_.size(); }
-  const uint32_t* cdf(size_t t) const { return cdf_.data() + row_[t]; }
+  const uint32_t* cdf(size_t t) const { return cdf_.data() + t * row_len_; }
   int32_t size(size_t t) const { return sizes_[t]; }
   int32_t offset(size_t t) const { return offsets_[t]; }
 
+  // For each lane l < active: the symbol s[l] of table t[l] with
+  // cdf(t[l])[s[l]] <= slot[l] < cdf(t[l])[s[l] + 1].
+  void find_symbols(const int32_t* t, const uint32_t* slot, int active, uint32_t* s) const;
+
  private:
-  std::vector<uint32_t> cdf_;  // rows packed back to back, size(t) + 1 entries each
-  std::vector<size_t> row_;    // where row t starts in cdf_
+  // A slot's top LUT_BITS bits select a bucket of BUCKET slots; lut_[t << LUT_BITS | b] is the
+  // symbol of table t at the bucket's first slot. 2^10 buckets (2 KiB per table) leave six
+  // halving steps for the Gaussian tables, whose tails have symbols one slot wide; 2^12 buckets
+  // (four steps) measured no faster.
+  static constexpr int LUT_BITS = 10;
+  static constexpr uint32_t BUCKET = 1u << (PREC_BITS - LUT_BITS);
+  std::vector<uint16_t> lut_;
+  int steps_ = 0;  // halving steps that resolve any bucket
+  // Row t: cdf(t)[0..size(t)] then PREC_TOTAL padding to row_len_ entries.
+  size_t row_len_ = 0;
+  std::vector<uint32_t> cdf_;
   std::vector<int32_t> sizes_, offsets_;
 };
 

@@ -281,6 +281,21 @@ def test_escape_heavy():
     assert data == reference_encode(cdfs, sizes, offsets, [(values, indexes)])
 
 
+def test_symbol_search_on_extreme_tables():
+    """The decoder's bucketed search: every symbol of tables whose buckets hold one symbol,
+    many one-slot symbols (up to 2**16 of them), or a wide symbol between one-slot ones."""
+    rng = np.random.default_rng(8)
+    freqs = [np.ones(M, dtype=np.int64), np.array([M - 1, 1]),
+             np.concatenate([np.ones(999), [M - 1998], np.ones(999)]).astype(np.int64),
+             quantize(discretized("gaussian", 300.0, 2400))]
+    tables, cdfs, sizes, offsets = make_tables(freqs, [0, 5, -999, -2400])
+    indexes = rng.integers(0, len(freqs), 200_000).astype(np.int32)
+    # Every regular symbol and the escape equally often, whatever its probability.
+    s = rng.integers(0, sizes[indexes] + 1)
+    values = (offsets[indexes] + s).astype(np.int32)
+    roundtrip(tables, [(values, indexes)])
+
+
 # ---- efficiency ----
 
 
