@@ -1,5 +1,12 @@
 #include "rans_cpu.h"
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#include <cstdlib>
+#define NIC_AVX512_SEARCH 1
+#endif
+
 namespace nic {
 
 namespace {
@@ -18,6 +25,45 @@ void check_indexes(const Tables& tables, const int32_t* indexes, size_t n) {
   throw std::invalid_argument("table index " + std::to_string(indexes[i]) + " at position " +
                               std::to_string(i) + " is out of range [0, " +
                               std::to_string(count) + ")");
+}
+
+// The lockstep search of Tables::find_symbols: for every one of the LANES lanes, `steps`
+// halving steps from at[l]. The lanes advance together: their steps are independent, which
+// keeps the CPU busy where one lane alone would wait on a load -> compare -> select chain.
+void search_scalar(const uint32_t* cdf, const uint32_t* slot, int steps, uint32_t* at) {
+  for (uint32_t step = (1u << steps) >> 1; step > 0; step >>= 1) {
+    // Arithmetic rather than ?: so that it compiles to a mask, not a coin-flip branch.
+    for (int l = 0; l < LANES; ++l) at[l] += step & (0u - (cdf[at[l] + step] <= slot[l]));
+  }
+}
+
+#ifdef NIC_AVX512_SEARCH
+// The same with AVX-512: each step of 16 lanes is one gather, one compare, one masked move.
+__attribute__((target("avx512f"))) void search_avx512(const uint32_t* cdf, const uint32_t* slot,
+                                                      int steps, uint32_t* at) {
+  static_assert(LANES == 32, "two vectors of 16 lanes");
+  __m512i a0 = _mm512_loadu_si512(at), a1 = _mm512_loadu_si512(at + 16);
+  const __m512i s0 = _mm512_loadu_si512(slot), s1 = _mm512_loadu_si512(slot + 16);
+  for (uint32_t step = (1u << steps) >> 1; step > 0; step >>= 1) {
+    const __m512i d = _mm512_set1_epi32(static_cast<int>(step));
+    const __m512i i0 = _mm512_add_epi32(a0, d), i1 = _mm512_add_epi32(a1, d);
+    const __m512i v0 = _mm512_i32gather_epi32(i0, cdf, 4), v1 = _mm512_i32gather_epi32(i1, cdf, 4);
+    a0 = _mm512_mask_mov_epi32(a0, _mm512_cmple_epu32_mask(v0, s0), i0);
+    a1 = _mm512_mask_mov_epi32(a1, _mm512_cmple_epu32_mask(v1, s1), i1);
+  }
+  _mm512_storeu_si512(at, a0);
+  _mm512_storeu_si512(at + 16, a1);
+}
+
+// NIC_RANS_SCALAR=1 forces the portable search (the tests compare the two).
+const bool USE_AVX512 = __builtin_cpu_supports("avx512f") && !std::getenv("NIC_RANS_SCALAR");
+#endif
+
+void search(const uint32_t* cdf, const uint32_t* slot, int steps, uint32_t* at) {
+#ifdef NIC_AVX512_SEARCH
+  if (USE_AVX512) return search_avx512(cdf, slot, steps, at);
+#endif
+  search_scalar(cdf, slot, steps, at);
 }
 
 // The encoding side of one stream: LANES states plus the words emitted so far, which come out
@@ -139,7 +185,7 @@ Tables::Tables(const int32_t* cdfs, size_t num_tables, size_t width, const int32
     const int32_t* row = cdfs + t * width;
     uint32_t s = 0;
     for (uint32_t b = 0; b < (1u << LUT_BITS); ++b) {
-      const uint32_t first = b << (PREC_BITS - LUT_BITS), last = first + BUCKET - 1;
+      const uint32_t first = b << BUCKET_BITS, last = first + (1u << BUCKET_BITS) - 1;
       while (static_cast<uint32_t>(row[s + 1]) <= first) ++s;
       lut_[(t << LUT_BITS) + b] = static_cast<uint16_t>(s);
       uint32_t e = s;
@@ -151,6 +197,9 @@ Tables::Tables(const int32_t* cdfs, size_t num_tables, size_t width, const int32
   // Valid rows are strictly increasing from 0 to 2^16, so sizes are at most 2^16 and the
   // search reads at most 2^steps_ - 1 entries past a row's last symbol.
   row_len_ = static_cast<size_t>(*std::max_element(sizes, sizes + num_tables)) + (1u << steps_);
+  if (num_tables * row_len_ >= (1u << 31)) {
+    throw std::invalid_argument("too many or too large tables (2^31 cdf entries at most)");
+  }
   cdf_.assign(num_tables * row_len_, PREC_TOTAL);
   for (size_t t = 0; t < num_tables; ++t) {
     std::copy(cdfs + t * width, cdfs + t * width + sizes[t] + 1, cdf_.begin() + t * row_len_);
@@ -160,15 +209,18 @@ Tables::Tables(const int32_t* cdfs, size_t num_tables, size_t width, const int32
 // The lanes advance in lockstep: the steps of different lanes are independent, which keeps the
 // CPU busy where one lane's search alone would wait on a load -> compare -> select chain.
 void Tables::find_symbols(const int32_t* t, const uint32_t* slot, int active, uint32_t* s) const {
-  const uint32_t* row[LANES];
+  // Positions in cdf_ (below 2^31, see the constructor), so that each step is one indexed
+  // load from a single base: a gather in the vector search. Lanes past `active` search table 0
+  // for slot 0, harmlessly, so that the search always runs over LANES lanes.
+  uint32_t at[LANES] = {}, row[LANES], key[LANES] = {};
   for (int l = 0; l < active; ++l) {
-    row[l] = cdf(t[l]);
-    s[l] = lut_[(static_cast<size_t>(t[l]) << LUT_BITS) + (slot[l] >> (PREC_BITS - LUT_BITS))];
+    const size_t bucket = (static_cast<size_t>(t[l]) << LUT_BITS) + (slot[l] >> BUCKET_BITS);
+    row[l] = static_cast<uint32_t>(t[l] * row_len_);
+    key[l] = slot[l];
+    at[l] = row[l] + lut_[bucket];
   }
-  for (uint32_t step = (1u << steps_) >> 1; step > 0; step >>= 1) {
-    // Arithmetic rather than ?: so that it compiles to a mask, not a coin-flip branch.
-    for (int l = 0; l < active; ++l) s[l] += step & (0u - (row[l][s[l] + step] <= slot[l]));
-  }
+  search(cdf_.data(), key, steps_, at);
+  for (int l = 0; l < active; ++l) s[l] = at[l] - row[l];
 }
 
 std::vector<uint8_t> encode_stream(const Tables& tables, const std::vector<Segment>& segments) {

@@ -42,12 +42,12 @@ class Tables {
   void find_symbols(const int32_t* t, const uint32_t* slot, int active, uint32_t* s) const;
 
  private:
-  // A slot's top LUT_BITS bits select a bucket of BUCKET slots; lut_[t << LUT_BITS | b] is the
-  // symbol of table t at the bucket's first slot. 2^10 buckets (2 KiB per table) leave six
-  // halving steps for the Gaussian tables, whose tails have symbols one slot wide; 2^12 buckets
-  // (four steps) measured no faster.
+  // A slot's top LUT_BITS bits select a bucket of 2^BUCKET_BITS slots; lut_[t << LUT_BITS | b]
+  // is the symbol of table t at the bucket's first slot. 2^10 buckets (2 KiB per table) leave
+  // six halving steps for the Gaussian tables, whose tails have symbols one slot wide; 2^12
+  // buckets (four steps) measured no faster.
   static constexpr int LUT_BITS = 10;
-  static constexpr uint32_t BUCKET = 1u << (PREC_BITS - LUT_BITS);
+  static constexpr int BUCKET_BITS = PREC_BITS - LUT_BITS;
   std::vector<uint16_t> lut_;
   int steps_ = 0;  // halving steps that resolve any bucket
   // Row t: cdf(t)[0..size(t)] then PREC_TOTAL padding to row_len_ entries.

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -281,9 +284,19 @@ def test_escape_heavy():
     assert data == reference_encode(cdfs, sizes, offsets, [(values, indexes)])
 
 
-def test_symbol_search_on_extreme_tables():
+@pytest.mark.parametrize("search", ["default", "scalar"])
+def test_symbol_search_on_extreme_tables(search):
     """The decoder's bucketed search: every symbol of tables whose buckets hold one symbol,
-    many one-slot symbols (up to 2**16 of them), or a wide symbol between one-slot ones."""
+    many one-slot symbols (up to 2**16 of them), or a wide symbol between one-slot ones. The
+    portable search ("scalar") is also checked on CPUs where an AVX-512 one runs by default."""
+    if search == "scalar" and not os.environ.get("NIC_RANS_SCALAR"):
+        # The search is chosen when the extension loads: run the check in a child process.
+        test = f"{__file__}::test_symbol_search_on_extreme_tables[default]"
+        child = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                test], env={**os.environ, "NIC_RANS_SCALAR": "1"},
+                               capture_output=True, text=True)
+        assert child.returncode == 0, child.stdout + child.stderr
+        return
     rng = np.random.default_rng(8)
     freqs = [np.ones(M, dtype=np.int64), np.array([M - 1, 1]),
              np.concatenate([np.ones(999), [M - 1998], np.ones(999)]).astype(np.int64),
