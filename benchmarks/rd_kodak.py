@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import sys
 from datetime import date
 from pathlib import Path
@@ -30,6 +31,7 @@ from engine import Codec, zoo  # noqa: E402
 from engine.bjontegaard import bd_psnr, bd_rate  # noqa: E402
 from engine.evaluate import evaluate_image  # noqa: E402
 from engine.images import list_images, to_batch  # noqa: E402
+from engine.precision import PRECISIONS, resolve  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -95,9 +97,11 @@ def plot(ours: dict, anchors: dict, label: str, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def report(points: dict, ours: dict, table: list, label: str, command: str) -> str:
+def report(points: dict, ours: dict, table: list, label: str, command: str, stem: str,
+           dtype: torch.dtype) -> str:
     lines = [f"Date {date.today()}, commit {commit()}, {platform.machine()} CPU, "
-             f"command: `{command}`. Model: {label}.", "",
+             f"{torch.get_num_threads()} threads, command: `{command}`. Model: {label}; g_a and "
+             f"g_s in {str(dtype).removeprefix('torch.')}.", "",
              "| point | bpp | PSNR (dB) | MS-SSIM | encode (s) | decode (s) |",
              "| --- | --- | --- | --- | --- | --- |"]
     for name, p in points.items():
@@ -110,7 +114,7 @@ def report(points: dict, ours: dict, table: list, label: str, command: str) -> s
     for name, r, p in table:
         lines.append(f"| {name} | no overlap | |" if r is None
                      else f"| {name} | {r:+.2f} % | {p:+.3f} dB |")
-    lines += ["", "![Kodak rate-distortion](results/kodak_rd.png)"]
+    lines += ["", f"![Kodak rate-distortion](results/{stem}.png)"]
     return "\n".join(lines)
 
 
@@ -121,23 +125,29 @@ def main() -> None:
     p.add_argument("--images", type=Path, default=SHARED / "data" / "kodak")
     p.add_argument("--device", default=None)
     p.add_argument("--label", default="nicengine (shipped CPU-trained models)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="as in Codec")
+    p.add_argument("--name", default="kodak_rd",
+                   help="file stem of the JSON and plot under benchmarks/results")
     p.add_argument("--write", action="store_true")
     a = p.parse_args()
     if a.weights:
-        codecs = {w.stem: Codec(weights=w, device=a.device) for w in a.weights}
+        codecs = {w.stem: Codec(weights=w, device=a.device, precision=a.precision)
+                  for w in a.weights}
     else:
-        codecs = {f"q{q}": Codec(q, a.device) for q in (a.quality or zoo.shipped_qualities())}
+        codecs = {f"q{q}": Codec(q, a.device, precision=a.precision)
+                  for q in (a.quality or zoo.shipped_qualities())}
     points = run(codecs, a.images)
     ours = curve(points)
     anchors = json.loads((SHARED / "anchors" / "kodak_rd.json").read_text())
     table = bd_table(ours, anchors)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "kodak_rd.json").write_text(json.dumps(
+    (RESULTS / f"{a.name}.json").write_text(json.dumps(
         {"label": a.label, "curve": ours, "points": points,
          "bd": [{"anchor": n, "bd_rate": r, "bd_psnr": q} for n, r, q in table]}, indent=1))
-    plot(ours, anchors, a.label, RESULTS / "kodak_rd.png")
-    command = "python benchmarks/rd_kodak.py " + " ".join(sys.argv[1:])
-    text = report(points, ours, table, a.label, command.strip())
+    plot(ours, anchors, a.label, RESULTS / f"{a.name}.png")
+    command = "python benchmarks/rd_kodak.py " + shlex.join(sys.argv[1:])
+    dtype = resolve(a.precision, torch.device(a.device or "cpu"))
+    text = report(points, ours, table, a.label, command.strip(), a.name, dtype)
     print(text)
     if a.write:
         write_section("rd_kodak", "Kodak rate-distortion", text)

@@ -45,7 +45,7 @@ def import_compressai():
     return compressai, mbt2018_mean
 
 
-def models():
+def models(precision: str = "auto"):
     from engine import Codec
     from engine.models import MeanScaleHyperprior, ModelConfig
 
@@ -54,7 +54,7 @@ def models():
     theirs = mbt2018_mean(quality=3, pretrained=False).eval()
     theirs.update(force=True)
     ours = MeanScaleHyperprior(ModelConfig(128, 192)).eval().requires_grad_(False)
-    return Codec(weights=ours), theirs
+    return Codec(weights=ours, precision=precision), theirs
 
 
 def load_image(path: Path | None, h: int = 512, w: int = 768) -> torch.Tensor:
@@ -76,17 +76,21 @@ def best_of(f, repeat: int) -> float:
 
 
 def time_codecs(x: torch.Tensor, repeat: int) -> dict[str, float]:
+    """ours: the default precision ("auto"); ours32: float32 throughout, like CompressAI."""
     codec, theirs = models()
+    codec32, _ = models("float32")
     with torch.inference_mode():
-        data = codec.compress(x)
         out = theirs.compress(x)
-        return {
-            "ours_compress": best_of(lambda: codec.compress(x), repeat),
-            "ours_decompress": best_of(lambda: codec.decompress(data), repeat),
+        times = {
             "cai_compress": best_of(lambda: theirs.compress(x), repeat),
             "cai_decompress": best_of(lambda: theirs.decompress(out["strings"], out["shape"]),
                                       repeat),
         }
+        for name, c in (("ours", codec), ("ours32", codec32)):
+            data = c.compress(x)
+            times[f"{name}_compress"] = best_of(lambda c=c: c.compress(x), repeat)
+            times[f"{name}_decompress"] = best_of(lambda c=c, d=data: c.decompress(d), repeat)
+        return times
 
 
 def time_coders(n: int, repeat: int) -> dict[str, float]:
@@ -174,24 +178,28 @@ def measure_memory(side: str, op: str, h: int, w: int) -> dict[str, float]:
 
 
 def report(codecs: dict, coders: dict, memory: dict, image: str) -> str:
+    from engine.precision import resolve
+
     n = coders["symbols"]
-    ours_total = codecs["ours_compress"] + codecs["ours_decompress"]
-    cai_total = codecs["cai_compress"] + codecs["cai_decompress"]
+    dtype = str(resolve("auto", torch.device("cpu"))).removeprefix("torch.")
+    for name in ("ours", "ours32", "cai"):
+        codecs[f"{name}_total"] = codecs[f"{name}_compress"] + codecs[f"{name}_decompress"]
     lines = [
         f"Date {date.today()}, commit {commit()}, {platform.processor() or platform.machine()} "
         f"({torch.get_num_threads()} threads), torch {torch.__version__}; image: {image}.",
         "Command: `python benchmarks/vs_compressai.py --write`. Both: mean-scale hyperprior "
-        "N=128, M=192, random weights; best of several runs.",
+        f"N=128, M=192, random weights; best of several runs. nicengine runs at its default "
+        f"precision (g_a and g_s in {dtype} on this CPU; `engine.precision`) and, in the rows "
+        "marked float32, in float32 throughout like CompressAI.",
         "",
         "| measure | nicengine | CompressAI | ratio (CompressAI / ours) |",
         "| --- | --- | --- | --- |",
-        f"| compress (s) | {codecs['ours_compress']:.3f} | {codecs['cai_compress']:.3f} | "
-        f"{codecs['cai_compress'] / codecs['ours_compress']:.2f}x |",
-        f"| decompress (s) | {codecs['ours_decompress']:.3f} | {codecs['cai_decompress']:.3f} | "
-        f"{codecs['cai_decompress'] / codecs['ours_decompress']:.2f}x |",
-        f"| compress + decompress (s) | {ours_total:.3f} | {cai_total:.3f} | "
-        f"{cai_total / ours_total:.2f}x |",
     ]
+    for name, label in (("ours", ""), ("ours32", ", float32")):
+        for op, what in (("compress", "compress"), ("decompress", "decompress"),
+                         ("total", "compress + decompress")):
+            ours, cai = codecs[f"{name}_{op}"], codecs[f"cai_{op}"]
+            lines.append(f"| {what}{label} (s) | {ours:.3f} | {cai:.3f} | {cai / ours:.2f}x |")
     for op in ("encode", "decode"):
         ours, cai = n / coders[f"ours_{op}"] / 1e6, n / coders[f"cai_{op}"] / 1e6
         lines.append(f"| coder {op}, 1 thread (M symbols/s) | {ours:.1f} | {cai:.1f} | "
@@ -223,8 +231,10 @@ def main() -> None:
         return
     x = load_image(a.image)
     image = a.image.name if a.image.exists() else "random 768x512"
-    codecs = time_codecs(x, a.repeat)
+    # Coders first: after the networks have run, both coders measure noisily slower here (up to
+    # 40 %, the process's allocator and thread pools no longer being idle).
     coders = time_coders(a.symbols, a.repeat)
+    codecs = time_codecs(x, a.repeat)
     memory = {}
     if not a.no_memory:
         for h, w in ((512, 768), (3000, 4000)):

@@ -15,18 +15,20 @@ from .codec import DEFAULT_QUALITY, Codec
 from .errors import CodecError
 from .images import save_png, to_batch
 from .metrics import ms_ssim, psnr
+from .precision import PRECISIONS, resolve
 
 
 def _compress(a: argparse.Namespace) -> None:
     x = to_batch(a.input, drop_alpha=a.drop_alpha)
-    data = Codec(a.quality, a.device).compress(x)
+    data = Codec(a.quality, a.device, precision=a.precision).compress(x)
     Path(a.output).write_bytes(data)
     h, w = x.shape[2:]
     print(f"{a.output}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp ({w}x{h})")
 
 
 def _decompress(a: argparse.Namespace) -> None:
-    x = Codec(device=a.device).decompress(Path(a.input).read_bytes(), a.device)
+    x = Codec(device=a.device, precision=a.precision).decompress(Path(a.input).read_bytes(),
+                                                                 a.device)
     save_png(x, a.output)
     print(f"{a.output}: {x.shape[2]}x{x.shape[1]}")
 
@@ -48,7 +50,7 @@ def _info(a: argparse.Namespace) -> None:
 def _eval(a: argparse.Namespace) -> None:
     from .evaluate import evaluate_folder
 
-    results = evaluate_folder(a.folder, a.quality, a.device, a.limit)
+    results = evaluate_folder(a.folder, a.quality, a.device, a.limit, precision=a.precision)
     for q, r in results.items():
         print(f"\nquality {q}")
         print(f"{'image':24s} {'bpp':>8s} {'PSNR':>8s} {'MS-SSIM':>8s} {'enc s':>8s} {'dec s':>8s}")
@@ -68,7 +70,7 @@ def _demo(a: argparse.Namespace) -> None:
     x = to_batch(samples.astronaut())[0]
     if a.device:
         x = x.to(a.device)
-    codec = Codec(a.quality, a.device)
+    codec = Codec(a.quality, a.device, precision=a.precision)
     codec.compress(torch.rand(3, 64, 64))  # warm-up: load the model and its tables
     t0 = time.perf_counter()
     data = codec.compress(x)
@@ -80,7 +82,9 @@ def _demo(a: argparse.Namespace) -> None:
     h, w = x.shape[1:]
     print(f"image      scikit-image astronaut, {w}x{h}, quality {a.quality}")
     device = codec.device or torch.device("cpu")
-    print(f"device     {device}, entropy coder {codec.coder_backend(device)}")
+    dtype = resolve(codec.precision, device)
+    print(f"device     {device} (g_a and g_s in {str(dtype).removeprefix('torch.')}), "
+          f"entropy coder {codec.coder_backend(device)}")
     print(f"stream     {out / 'astronaut.nic'}: {len(data)} bytes, "
           f"{8 * len(data) / (h * w):.4f} bpp")
     print(f"decoded    {out / 'astronaut_decoded.png'}")
@@ -124,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for s in (c, d, e, m):
         s.add_argument("--device", default=None, help="cpu, cuda, ... (default: cpu)")
+        s.add_argument("--precision", choices=PRECISIONS, default="auto",
+                       help="of g_a and g_s; auto: bfloat16 on CPUs with AMX, else float32")
     a = p.parse_args(argv)
     try:
         a.run(a)

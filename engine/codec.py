@@ -17,11 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import coder, format, zoo
+from . import coder, format, precision, zoo
 from .entropy.gaussian import SCALES, scale_indexes
 from .errors import CodecError
 from .images import ImageLike, to_batch
 from .models import ALIGN, MeanScaleHyperprior
+from .precision import PRECISIONS
 from .profiling import stage
 
 if TYPE_CHECKING:
@@ -42,11 +43,17 @@ class Codec:
         flushes, and streams decode in parallel: larger means smaller files, smaller means more
         parallel decoding of large images.
     max_pixels: the largest image a stream may claim before decoding allocates anything.
+    precision: of g_a and g_s, "float32", "bfloat16" or "auto" (bfloat16 on CPUs with AMX;
+        see `engine.precision`). Streams decode at any precision.
     """
 
     def __init__(self, quality: int = DEFAULT_QUALITY, device: str | torch.device | None = None,
                  weights: str | Path | MeanScaleHyperprior | None = None, threads: int = 0,
-                 stream_bytes: int = 16384, max_pixels: int = 1 << 28) -> None:
+                 stream_bytes: int = 16384, max_pixels: int = 1 << 28,
+                 precision: str = "auto") -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}; expected one of {PRECISIONS}")
+        self.precision = precision
         self.quality = quality
         self.device = None if device is None else torch.device(device)
         self.threads = threads or torch.get_num_threads()
@@ -164,7 +171,12 @@ class Codec:
 
         b, _, h, w = x.shape
         with stage("analysis"):
-            y, z = model.analyze(_pad(x)) if refine is None else _refined(model, x, refine)
+            if refine is None:
+                dtype = precision.resolve(self.precision, x.device)
+                with precision.transforms_in(dtype, x.device):
+                    y, z = model.analyze(precision.layout(_pad(x), dtype))
+            else:
+                y, z = _refined(model, x, refine)
         with stage("hyper"):
             z_sym = model.entropy_z.symbols(z)
             scales, means = model.hyper_decode(model.entropy_z.dequantize(z_sym))
@@ -245,7 +257,10 @@ class Codec:
                 torch.cat(y_syms[firsts[i] : firsts[i + 1]]).view(*header.y_shape).to(device)
                 + y_means[i] for i in idx]).float()
             with stage("synthesis"):
-                x_hat = model.synthesize(y_hat)[:, :, : header.height, : header.width]
+                dtype = precision.resolve(self.precision, device)
+                with precision.transforms_in(dtype, device):
+                    x_hat = model.synthesize(precision.layout(y_hat, dtype))
+                x_hat = x_hat[:, :, : header.height, : header.width]
             for j, i in enumerate(idx):
                 out[i] = x_hat[j]
         return out

@@ -35,14 +35,16 @@ def evaluate_image(codec: Codec, x: torch.Tensor) -> dict[str, float]:
 
 
 def evaluate_folder(folder: str | Path, qualities: list[int], device: str | None = None,
-                    limit: int | None = None, progress: bool = True) -> dict:
-    """{quality: {"images": [{name, bytes, bpp, ...}], "mean": {bpp, psnr, ...}}}."""
+                    limit: int | None = None, progress: bool = True, precision: str = "auto"
+                    ) -> dict:
+    """{quality: {"images": [{name, bytes, bpp, ...}], "mean": {bpp, psnr, ...}}};
+    `precision` as in `Codec`."""
     paths = list_images(folder)[:limit]
     images = [(p.name, to_batch(p)[0]) for p in paths]
     results = {}
     bar = tqdm(total=len(images) * len(qualities), disable=not progress, unit="img")
     for q in qualities:
-        codec = Codec(q, device)
+        codec = Codec(q, device, precision=precision)
         codec.compress(torch.rand(3, 64, 64))  # warm-up: load the model, build the tables
         rows = []
         for name, x in images:

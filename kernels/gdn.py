@@ -13,8 +13,9 @@ tl = None  # triton.language, bound by dispatch.load on the first launch
 
 
 def gdn_reference(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool = False) -> Tensor:
-    """x (B, C, H, W); beta (C,); gamma (C, C). y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2)."""
-    norm = F.conv2d(x * x, gamma[:, :, None, None], beta)
+    """x (B, C, H, W); beta (C,); gamma (C, C). y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2),
+    in x's dtype."""
+    norm = F.conv2d(x * x, gamma.to(x.dtype)[:, :, None, None], beta.to(x.dtype))
     return x * torch.sqrt(norm) if inverse else x * torch.rsqrt(norm)
 
 

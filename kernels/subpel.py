@@ -19,15 +19,16 @@ tl = None  # triton.language, bound by dispatch.load on the first launch
 
 
 def subpel_reference(y: Tensor, bias: Tensor, r: int, lrelu: bool = False) -> Tensor:
-    """(B, C*r*r, H, W) conv output -> (B, C, r*H, r*W): add bias, shuffle, optional LeakyReLU."""
-    out = F.pixel_shuffle(y + bias.view(1, -1, 1, 1), r)
+    """(B, C*r*r, H, W) conv output -> (B, C, r*H, r*W) in y's dtype: add bias, shuffle,
+    optional LeakyReLU."""
+    out = F.pixel_shuffle(y + bias.to(y.dtype).view(1, -1, 1, 1), r)
     return F.leaky_relu(out, 0.01) if lrelu else out
 
 
 def subpel_igdn_reference(y: Tensor, bias: Tensor, r: int, beta: Tensor, gamma: Tensor) -> Tensor:
-    """bias + pixel shuffle, then IGDN with (beta[C], gamma[C, C])."""
-    x = F.pixel_shuffle(y + bias.view(1, -1, 1, 1), r)
-    norm = F.conv2d(x * x, gamma[:, :, None, None], beta)
+    """bias + pixel shuffle, then IGDN with (beta[C], gamma[C, C]); in y's dtype."""
+    x = F.pixel_shuffle(y + bias.to(y.dtype).view(1, -1, 1, 1), r)
+    norm = F.conv2d(x * x, gamma.to(y.dtype)[:, :, None, None], beta.to(y.dtype))
     return x * torch.sqrt(norm)
 
 

@@ -42,11 +42,17 @@ def test_strips_give_the_same_result(tiny_model, monkeypatch, h):
     with torch.inference_mode():
         y_full = tiny_model.g_a(x)
         x_full = tiny_model.g_s(y_full).clamp(0, 1)
-        monkeypatch.setattr(hyperprior, "TILE_PIXELS", 4 * 16 * 192)  # strips of 4 latent rows
+        z_hat = torch.round(tiny_model.h_a(y_full))
+        hyper_full = tiny_model.hyper_decode(z_hat)
+        # Strips of 4 latent rows: several for g_a and g_s, two for h_s (5 or 6 rows of z).
+        monkeypatch.setattr(hyperprior, "TILE_PIXELS", 4 * 16 * 192)
         y_strips, _ = tiny_model.analyze(x)
         x_strips = tiny_model.synthesize(y_full)
+        hyper_strips = tiny_model.hyper_decode(z_hat)
     assert torch.allclose(y_full, y_strips, atol=1e-5)
     assert torch.allclose(x_full, x_strips, atol=1e-5)
+    for full, strips in zip(hyper_full, hyper_strips, strict=True):
+        assert torch.allclose(full, strips, rtol=1e-12, atol=1e-12)
 
 
 def test_state_dict_has_no_derived_state(tiny_model):

@@ -83,6 +83,7 @@ _NNPACK = torch.backends.nnpack.is_available() and torch._nnpack_available()  # 
 
 def _use_winograd(x: Tensor, conv: nn.Conv2d) -> bool:
     return (_NNPACK and x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu")
             and not (torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad))
             and conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.groups == 1)
 
