@@ -111,7 +111,8 @@ class MeanScaleHyperprior(nn.Module):
 
     def _g_s(self, y_hat: Tensor) -> Tensor:
         """g_s, whose layers but the last may run under autocast: the last one's rounding goes
-        straight into the pixels (bfloat16 there costs ~0.04 dB of PSNR, float32 ~0.02 dB)."""
+        straight into the pixels (on the astronaut photo at quality 3, bfloat16 g_s cost 0.04 dB
+        of PSNR with that layer in bfloat16 too, 0.02 dB with it in float32)."""
         h = self.g_s[:-1](y_hat)
         with torch.autocast(y_hat.device.type, enabled=False):
             return self.g_s[-1](h.float())
