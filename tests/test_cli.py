@@ -51,6 +51,18 @@ def test_compress_decompress_info(png, tmp_path, capsys):
     assert psnr(torch.from_numpy(decoded).permute(2, 0, 1) / 255, original) > 25
 
 
+def test_precision_option(png, tmp_path):
+    out = tmp_path / "a.nic"
+    assert main(["compress", str(png), str(out), "--precision", "float32"]) == 0
+    decoded = {p: tmp_path / f"{p}.png" for p in ("float32", "bfloat16")}
+    for p, path in decoded.items():
+        assert main(["decompress", str(out), str(path), "--precision", p]) == 0
+    a, b = (np.asarray(Image.open(path)).astype(int) for path in decoded.values())
+    assert np.abs(a - b).max() <= 3  # the same latents; bfloat16 moves pixels by a few levels
+    with pytest.raises(SystemExit):
+        main(["compress", str(png), str(out), "--precision", "half"])
+
+
 def test_eval_writes_json(tmp_path, png):
     (tmp_path / "imgs").mkdir()
     png.rename(tmp_path / "imgs" / "a.png")
