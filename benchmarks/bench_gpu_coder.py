@@ -26,7 +26,6 @@ import math
 import os
 import platform
 import sys
-import time
 from datetime import date
 from pathlib import Path
 
@@ -38,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from results_md import commit, write_section  # noqa: E402
+from timing import best_of  # noqa: E402
 
 from engine import _rans, coder, format  # noqa: E402
 from engine.entropy.gaussian import SCALES, gaussian_tables  # noqa: E402
@@ -78,18 +78,6 @@ def streams_of(values: np.ndarray, indexes: np.ndarray) -> list[list[tuple]]:
     n = int(max(1, min(by_size, values.size // 4096, format.MAX_STREAMS)))
     cuts = [values.size * s // n for s in range(n + 1)]
     return [[(values[a:e], indexes[a:e])] for a, e in zip(cuts, cuts[1:], strict=False)]
-
-
-def best_of(fn, repeat: int, sync=lambda: None) -> float:
-    fn()  # warm-up (and the CUDA build and caches)
-    times = []
-    for _ in range(repeat):
-        sync()
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def time_cpu(streams, repeat: int) -> dict[str, float]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from datetime import date
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from results_md import commit, write_section  # noqa: E402
+from timing import best_of  # noqa: E402
 from vs_compressai import import_compressai  # noqa: E402
 
 from engine import Codec, zoo  # noqa: E402
@@ -40,19 +40,6 @@ from engine.models import MeanScaleHyperprior, ModelConfig  # noqa: E402
 KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
 SIZES = {"768x512": (512, 768), "1920x1080": (1080, 1920)}
 BATCHES = (1, 16)
-
-
-def best_of(fn, repeat: int) -> float:
-    """Seconds of the fastest of `repeat` synchronised calls, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def throughput(repeat: int) -> list[dict]:
@@ -78,11 +65,12 @@ def time_both(ours: Codec, theirs: torch.nn.Module, x: torch.Tensor, repeat: int
               ) -> dict[str, float]:
     data = ours.compress_batch(x)
     cai = theirs.compress(x)
-    return {"ours_compress": best_of(lambda: ours.compress_batch(x), repeat),
-            "ours_decompress": best_of(lambda: ours.decompress_batch(data, "cuda"), repeat),
-            "cai_compress": best_of(lambda: theirs.compress(x), repeat),
+    sync = torch.cuda.synchronize
+    return {"ours_compress": best_of(lambda: ours.compress_batch(x), repeat, sync),
+            "ours_decompress": best_of(lambda: ours.decompress_batch(data, "cuda"), repeat, sync),
+            "cai_compress": best_of(lambda: theirs.compress(x), repeat, sync),
             "cai_decompress": best_of(lambda: theirs.decompress(cai["strings"], cai["shape"]),
-                                      repeat)}
+                                      repeat, sync)}
 
 
 def format_row(r: dict) -> str:

@@ -20,7 +20,6 @@ import json
 import platform
 import subprocess
 import sys
-import time
 import types
 from datetime import date
 from pathlib import Path
@@ -33,6 +32,7 @@ KODIM = ROOT.parent / "shared" / "data" / "kodak" / "kodim23.png"
 sys.path.insert(0, str(ROOT))
 
 from results_md import commit, write_section  # noqa: E402
+from timing import best_of  # noqa: E402
 
 
 def import_compressai():
@@ -64,15 +64,6 @@ def load_image(path: Path | None, h: int = 512, w: int = 768) -> torch.Tensor:
         return to_batch(path)
     g = torch.Generator().manual_seed(0)
     return torch.rand(1, 3, h, w, generator=g)
-
-
-def best_of(f, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def time_codecs(x: torch.Tensor, repeat: int) -> dict[str, float]:

@@ -206,8 +206,6 @@ Tables::Tables(const int32_t* cdfs, size_t num_tables, size_t width, const int32
   }
 }
 
-// The lanes advance in lockstep: the steps of different lanes are independent, which keeps the
-// CPU busy where one lane's search alone would wait on a load -> compare -> select chain.
 void Tables::find_symbols(const int32_t* t, const uint32_t* slot, int active, uint32_t* s) const {
   // Positions in cdf_ (below 2^31, see the constructor), so that each step is one indexed
   // load from a single base: a gather in the vector search. Lanes past `active` search table 0

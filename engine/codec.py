@@ -22,7 +22,7 @@ from .entropy.gaussian import SCALES, scale_indexes
 from .errors import CodecError
 from .images import ImageLike, to_batch
 from .models import ALIGN, MeanScaleHyperprior
-from .precision import PRECISIONS
+from .precision import check as check_precision
 from .profiling import stage
 
 if TYPE_CHECKING:
@@ -51,9 +51,7 @@ class Codec:
                  weights: str | Path | MeanScaleHyperprior | None = None, threads: int = 0,
                  stream_bytes: int = 16384, max_pixels: int = 1 << 28,
                  precision: str = "auto") -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision {precision!r}; expected one of {PRECISIONS}")
-        self.precision = precision
+        self.precision = check_precision(precision)
         self.quality = quality
         self.device = None if device is None else torch.device(device)
         self.threads = threads or torch.get_num_threads()

@@ -11,6 +11,7 @@ bits) and a few y symbols that round the other way; RESULTS.md measures both.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,6 +20,14 @@ import torch
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
+def check(precision: str) -> str:
+    """precision itself, or ValueError if it is not one of PRECISIONS."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}; expected one of {PRECISIONS}")
+    return precision
+
+
+@functools.cache
 def amx_bfloat16() -> bool:
     """Whether this CPU has AMX tiles and AVX-512 bfloat16 (oneDNN's fast bfloat16 path)."""
     try:
@@ -30,9 +39,7 @@ def amx_bfloat16() -> bool:
 def resolve(precision: str, device: torch.device) -> torch.dtype:
     """The dtype g_a and g_s run in. "auto": bfloat16 on CPUs with AMX, float32 elsewhere (the
     GPU figures of bfloat16 are not measured yet)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}; expected one of {PRECISIONS}")
-    if precision == "auto":
+    if check(precision) == "auto":
         return torch.bfloat16 if device.type == "cpu" and amx_bfloat16() else torch.float32
     return torch.bfloat16 if precision == "bfloat16" else torch.float32
 
