@@ -27,6 +27,8 @@ NAME = "sga_bd"
 def main() -> None:
     p = common.parser(__doc__, 2000, METHODS)
     p.add_argument("--at", type=int, nargs="+", default=[500, 2000])
+    p.add_argument("--name", default=NAME,
+                   help="results/NAME.{json,png} and the RESULTS.md section to write")
     args = p.parse_args()
     args.iterations = max(args.at)
     common.setup(args)
@@ -45,7 +47,7 @@ def main() -> None:
         print(f"{name}: unrefined bpp {base['bpp']:.4f} PSNR {base['psnr']:.3f}", flush=True)
     rows = deltas(points, args)
     pairs = pairwise(points, args)
-    common.save_json(args, NAME, {"weights": [n for n, _ in models],
+    common.save_json(args, args.name, {"weights": [n for n, _ in models],
                                   "images": [n for n, _ in images], "points": points,
                                   "bd": rows, "ssl_vs_atanh": pairs,
                                   "stream_over_estimate": stream_ratio})
@@ -66,8 +68,11 @@ def main() -> None:
     else:
         lines += common.table(["method", "iterations", "bpp change", "PSNR change"],
                               [[m, str(t), f"{r:+.4f}", f"{q:+.3f} dB"] for m, t, r, q in rows])
-    lines += ["", f"![R-D curves](results/{NAME}.png)"]
-    common.finish(args, NAME, "SGA+: BD-rate against the unrefined models", "\n".join(lines))
+    lines += ["", f"![R-D curves](results/{args.name}.png)"]
+    title = "SGA+: BD-rate against the unrefined models"
+    if args.name != NAME:
+        title += f" ({args.name})"
+    common.finish(args, args.name, title, "\n".join(lines))
 
 
 def _curve(points: list[dict]) -> tuple[list[float], list[float]]:
@@ -118,7 +123,7 @@ def plot(args, points: dict) -> None:
         ax.set_xlabel("bpp")
         ax.set_ylabel("PSNR (dB)")
     axes[0, 0].legend(fontsize=7)
-    common.save_figure(args, fig, NAME)
+    common.save_figure(args, fig, args.name)
 
 
 if __name__ == "__main__":

@@ -144,8 +144,8 @@ def describe(args: argparse.Namespace, models, images) -> str:
               else f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
     sizes = sorted({f"{x.shape[2]}x{x.shape[1]}" for _, x in images})
     weights = ", ".join(f"{name} (lambda {m.info.get('lambda', '?')}, "
-                        f"{m.info.get('steps', '?')} steps, N={m.config.N}, M={m.config.M})"
-                        for name, m in models)
+                        f"{m.info.get('total_steps', m.info.get('steps', '?'))} steps, "
+                        f"N={m.config.N}, M={m.config.M})" for name, m in models)
     command = "python " + " ".join(sys.argv)
     smoke = "**SMOKE RUN: these numbers are not results.** " if args.smoke else ""
     return (f"{smoke}Date {date.today()}, commit {commit()}, {device}. Weights: {weights}. "

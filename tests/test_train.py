@@ -62,3 +62,15 @@ def test_export_then_load(tmp_path):
     assert model.info["steps"] == 3
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(model.state_dict()[k], v.half().float())
+
+
+def test_export_records_the_initial_weights(tmp_path):
+    data = image_folder(tmp_path / "img")
+    Trainer(tmp_path / "a", config(data, 3), device="cpu").run(progress=False)
+    export_checkpoint(tmp_path / "a", tmp_path / "a.safetensors", quality=4)
+    Trainer(tmp_path / "b", config(data, 2, init=str(tmp_path / "a.safetensors")),
+            device="cpu").run(progress=False)
+    export_checkpoint(tmp_path / "b", tmp_path / "b.safetensors")
+    info = load_weights(tmp_path / "b.safetensors").info
+    assert info["steps"] == 2 and info["total_steps"] == 5
+    assert info["init_info"]["quality"] == 4 and info["init_info"]["steps"] == 3

