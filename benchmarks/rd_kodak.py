@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import sys
 from datetime import date
@@ -25,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from results_md import commit, write_section  # noqa: E402
+from results_md import commit, machine, write_section  # noqa: E402
 
 from engine import Codec, zoo  # noqa: E402
 from engine.bjontegaard import bd_psnr, bd_rate  # noqa: E402
@@ -98,9 +97,9 @@ def plot(ours: dict, anchors: dict, label: str, path: Path) -> None:
 
 
 def report(points: dict, ours: dict, table: list, label: str, command: str, stem: str,
-           dtype: torch.dtype) -> str:
-    lines = [f"Date {date.today()}, commit {commit()}, {platform.machine()} CPU, "
-             f"{torch.get_num_threads()} threads, command: `{command}`. Model: {label}; g_a and "
+           dtype: torch.dtype, device: str) -> str:
+    lines = [f"Date {date.today()}, commit {commit()}, {machine(device)}, "
+             f"command: `{command}`. Model: {label}; g_a and "
              f"g_s in {str(dtype).removeprefix('torch.')}.", "",
              "| point | bpp | PSNR (dB) | MS-SSIM | encode (s) | decode (s) |",
              "| --- | --- | --- | --- | --- | --- |"]
@@ -147,7 +146,7 @@ def main() -> None:
     plot(ours, anchors, a.label, RESULTS / f"{a.name}.png")
     command = "python benchmarks/rd_kodak.py " + shlex.join(sys.argv[1:])
     dtype = resolve(a.precision, torch.device(a.device or "cpu"))
-    text = report(points, ours, table, a.label, command.strip(), a.name, dtype)
+    text = report(points, ours, table, a.label, command.strip(), a.name, dtype, a.device or "cpu")
     print(text)
     if a.write:
         write_section("rd_kodak", "Kodak rate-distortion", text)

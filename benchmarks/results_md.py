@@ -1,10 +1,13 @@
 """Writing measured figures into benchmarks/RESULTS.md: one marker-delimited section per script,
-replaced when the script runs again, and the commit the figures belong to."""
+replaced when the script runs again, and the commit and machine the figures belong to."""
 
 from __future__ import annotations
 
+import platform
 import subprocess
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
@@ -31,3 +34,11 @@ def write_section(name: str, title: str, text: str) -> None:
         body = body.rstrip() + f"\n\n## {title}\n\n" + block + "\n"
     RESULTS_MD.write_text(body)
     print(f"wrote section {name} of {RESULTS_MD}")
+
+
+def machine(device: str | torch.device) -> str:
+    """What ran the figures: the GPU's name, or the CPU architecture and torch's thread count."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads"

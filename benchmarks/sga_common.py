@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from dataclasses import dataclass
 from datetime import date
@@ -21,7 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from results_md import commit, write_section  # noqa: E402
+from results_md import commit, machine, write_section  # noqa: E402
 
 from engine import zoo  # noqa: E402
 from engine.images import list_images, to_batch  # noqa: E402
@@ -140,8 +139,7 @@ def checkpoints(args: argparse.Namespace, wanted: tuple[int, ...]) -> list[int]:
 
 def describe(args: argparse.Namespace, models, images) -> str:
     """What was run, exactly: for the top of a results section."""
-    device = (torch.cuda.get_device_name(args.device) if torch.device(args.device).type == "cuda"
-              else f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
+    device = machine(args.device)
     sizes = sorted({f"{x.shape[2]}x{x.shape[1]}" for _, x in images})
     weights = ", ".join(f"{name} (lambda {m.info.get('lambda', '?')}, "
                         f"{m.info.get('total_steps', m.info.get('steps', '?'))} steps, "

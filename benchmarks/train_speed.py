@@ -11,7 +11,6 @@ available only float32 is timed. `--write` puts the table into benchmarks/RESULT
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 from datetime import date
@@ -22,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from results_md import commit, write_section  # noqa: E402
+from results_md import commit, machine, write_section  # noqa: E402
 from timing import best_of  # noqa: E402
 
 from engine.train import TrainConfig, Trainer  # noqa: E402
@@ -57,10 +56,8 @@ def main() -> None:
     used, amp = seconds_per_step(True, args, args.device)
     if used:
         rows.append(("bfloat16 autocast, channels-last", amp))
-    machine = (torch.cuda.get_device_name(args.device) if args.device.startswith("cuda")
-               else f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
     pixels = args.batch * args.crop**2
-    lines = [f"Date {date.today()}, commit {commit()}, {machine}, command: "
+    lines = [f"Date {date.today()}, commit {commit()}, {machine(args.device)}, command: "
              f"`python {' '.join(sys.argv)}`. Model N={args.N}, M={args.M}; batch {args.batch} "
              f"of {args.crop}x{args.crop}; best of {args.repeat} steps, image loading excluded.",
              "", "| precision | s/step | steps/s | Mpixel/s | speed-up |",
