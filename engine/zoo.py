@@ -1,9 +1,10 @@
 """Model weights: the shipped quality levels and loading/saving safetensors files.
 
-A weights file holds float16 tensors and, in its metadata, the architecture and how the model was
-trained. Loading never executes code (safetensors, not pickle). Every loaded model carries a
-fingerprint of its weights that goes into each stream, so a stream is never decoded with weights
-other than the ones that encoded it.
+A weights file holds float16 tensors, or int8 convolution kernels with a float32 scale per output
+channel (half the size, for large models), and, in its metadata, the architecture and how the
+model was trained. Loading never executes code (safetensors, not pickle). Every loaded model
+carries a fingerprint of its weights that goes into each stream, so a stream is never decoded
+with weights other than the ones that encoded it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from .models import MeanScaleHyperprior, ModelConfig
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 ARCH = "mean_scale_hyperprior"
 MODEL_ID = 1  # the architecture's id in stream headers
+STORAGE = ("float16", "int8")
+SCALE = ".int8_scale"  # suffix of an int8 tensor's per-output-channel scales
 
 
 def fingerprint(model: torch.nn.Module) -> int:
@@ -34,12 +37,29 @@ def fingerprint(model: torch.nn.Module) -> int:
     return crc
 
 
-def save_weights(model: MeanScaleHyperprior, path: str | Path, **info: object) -> None:
-    """Write float16 weights with the architecture and `info` (lambda, steps, ...) as metadata."""
-    tensors = {k: v.detach().cpu().half().contiguous() for k, v in model.state_dict().items()}
-    meta = {"arch": ARCH, "config": json.dumps(model.config.to_dict()),
+def _int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 with one scale per output channel (dim 0): error at most scale / 2."""
+    scale = w.abs().amax(dim=tuple(range(1, w.dim()))).clamp_min(1e-30) / 127
+    return torch.round(w / scale.view(-1, *[1] * (w.dim() - 1))).to(torch.int8), scale
+
+
+def save_weights(model: MeanScaleHyperprior, path: str | Path, storage: str = "float16",
+                 **info: object) -> None:
+    """Write the weights with the architecture and `info` (lambda, steps, ...) as metadata.
+    `storage="int8"` stores the convolution kernels (4-D tensors, 99 % of the parameters) as
+    int8, everything else as float16."""
+    if storage not in STORAGE:
+        raise ValueError(f"storage must be one of {STORAGE}, not {storage!r}")
+    tensors = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().float()
+        if storage == "int8" and v.dim() == 4:
+            tensors[k], tensors[k + SCALE] = _int8(v)
+        else:
+            tensors[k] = v.half()
+    meta = {"arch": ARCH, "config": json.dumps(model.config.to_dict()), "storage": storage,
             "info": json.dumps(info)}
-    save_file(tensors, str(path), metadata=meta)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
 
 
 def load_weights(path: str | Path) -> MeanScaleHyperprior:
@@ -49,7 +69,16 @@ def load_weights(path: str | Path) -> MeanScaleHyperprior:
         if meta.get("arch") != ARCH:
             raise ValueError(f"{path}: not a {ARCH} weights file")
         model = MeanScaleHyperprior(ModelConfig(**json.loads(meta["config"])))
-        state = {k: f.get_tensor(k).float() for k in f.keys()}  # noqa: SIM118 (not a dict)
+        stored = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    state = {}
+    for k, v in stored.items():
+        if k.endswith(SCALE):
+            continue
+        if v.dtype == torch.int8:
+            if k + SCALE not in stored:
+                raise ValueError(f"{path}: int8 tensor {k} has no scales")
+            v = v.float() * stored[k + SCALE].float().view(-1, *[1] * (v.dim() - 1))
+        state[k] = v.float()
     model.load_state_dict(state)
     model.eval().requires_grad_(False)
     model.info = {**json.loads(meta.get("info", "{}")), "fingerprint": fingerprint(model),

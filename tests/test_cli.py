@@ -45,7 +45,7 @@ def test_compress_decompress_info(png, tmp_path, capsys):
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "130x96" in text and f"quality {DEFAULT_QUALITY}" in text
-    decoded = np.asarray(Image.open(back))
+    decoded = np.array(Image.open(back))
     assert decoded.shape == (96, 130, 3)
     original = torch.from_numpy(np.array(Image.open(png))).permute(2, 0, 1) / 255
     assert psnr(torch.from_numpy(decoded).permute(2, 0, 1) / 255, original) > 25

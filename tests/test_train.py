@@ -74,3 +74,27 @@ def test_export_records_the_initial_weights(tmp_path):
     info = load_weights(tmp_path / "b.safetensors").info
     assert info["steps"] == 2 and info["total_steps"] == 5
     assert info["init_info"]["quality"] == 4 and info["init_info"]["steps"] == 3
+
+
+def test_int8_storage(tmp_path):
+    data = image_folder(tmp_path / "img")
+    trainer = Trainer(tmp_path / "run", config(data, 3), device="cpu")
+    trainer.run(progress=False)
+    export_checkpoint(tmp_path / "run", tmp_path / "f16.safetensors", quality=3)
+    export_checkpoint(tmp_path / "run", tmp_path / "i8.safetensors", "int8", quality=3)
+    model = load_weights(tmp_path / "i8.safetensors")
+    assert model.info["quality"] == 3 and model.info["steps"] == 3
+    for k, v in trainer.model.state_dict().items():
+        if v.dim() == 4:  # per output channel: within half a step of 1/127 of its largest value
+            step = v.abs().flatten(1).amax(1).view(-1, 1, 1, 1) / 127
+            assert ((model.state_dict()[k] - v).abs() <= step / 2 * 1.001).all()
+        else:
+            assert torch.equal(model.state_dict()[k], v.half().float())
+    f16, i8 = ((tmp_path / f"{n}.safetensors").stat().st_size for n in ("f16", "i8"))
+    assert i8 < 0.75 * f16
+    # A weights file stored again (here back to float16) keeps the model and its history.
+    export_checkpoint(tmp_path / "i8.safetensors", tmp_path / "again.safetensors")
+    again = load_weights(tmp_path / "again.safetensors")
+    assert again.info["quality"] == 3 and again.info["train_config"] == model.info["train_config"]
+    assert all(torch.allclose(again.state_dict()[k], v, rtol=1e-3, atol=1e-6)
+               for k, v in model.state_dict().items())

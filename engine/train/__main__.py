@@ -6,6 +6,7 @@ import argparse
 import sys
 from dataclasses import fields
 
+from ..zoo import STORAGE
 from .export import export_checkpoint
 from .loop import TrainConfig, Trainer
 
@@ -39,13 +40,15 @@ def _train(argv: list[str]) -> None:
 
 def _export(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="python -m engine.train export",
-                                description="Write the float16 weights file of a checkpoint.")
-    p.add_argument("checkpoint", help="run folder or checkpoint.safetensors")
+                                description="Write the weights file of a checkpoint.")
+    p.add_argument("checkpoint", help="run folder, checkpoint.safetensors or a weights file")
     p.add_argument("out")
     p.add_argument("--quality", type=int, default=None)
+    p.add_argument("--storage", choices=STORAGE, default="float16",
+                   help="int8: convolution kernels in int8 (half the size of float16)")
     a = p.parse_args(argv)
     info = {} if a.quality is None else {"quality": a.quality}
-    export_checkpoint(a.checkpoint, a.out, **info)
+    export_checkpoint(a.checkpoint, a.out, a.storage, **info)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Export a training checkpoint to the float16 safetensors file the engine loads."""
+"""Export a training checkpoint to the safetensors weights file the engine loads."""
 
 from __future__ import annotations
 
@@ -12,17 +12,23 @@ from ..zoo import load_weights, save_weights
 from .loop import CHECKPOINT
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path, **info: object) -> None:
-    """`checkpoint`: a run folder or its checkpoint file. The training config (lambda, N, M,
-    steps done, data) goes into the weights file's metadata together with `info`. A run that
-    started from other weights (`init`) also records their metadata as `init_info` and counts
-    their steps in `total_steps`, so a chain of fine-tunes keeps its whole history."""
+def export_checkpoint(checkpoint: str | Path, out: str | Path, storage: str = "float16",
+                      **info: object) -> None:
+    """`checkpoint`: a run folder or its checkpoint file, or a weights file to store again
+    (in another `storage`, see `save_weights`). The training config (lambda, N, M, steps done,
+    data) goes into the weights file's metadata together with `info`. A run that started from
+    other weights (`init`) also records their metadata as `init_info` and counts their steps in
+    `total_steps`, so a chain of fine-tunes keeps its whole history."""
     path = Path(checkpoint)
     if path.is_dir():
         path = path / CHECKPOINT
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
         state = {k[6:]: f.get_tensor(k) for k in f.keys() if k.startswith("model.")}  # noqa: SIM118
+    if meta.get("arch"):  # a weights file
+        model = load_weights(path)
+        save_weights(model, out, storage, **{**_stored_info(model), **info})
+        return
     config = json.loads(meta["config"])
     model = MeanScaleHyperprior(ModelConfig(config["N"], config["M"]))
     model.load_state_dict(state)
@@ -31,7 +37,12 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, **info: object) -
     if not config.get("init"):
         meta_info["total_steps"] = steps
     elif Path(config["init"]).exists():  # else the history is unknown here: left out
-        init = load_weights(config["init"]).info
-        meta_info["init_info"] = {k: v for k, v in init.items() if k not in ("fingerprint", "path")}
+        init = _stored_info(load_weights(config["init"]))
+        meta_info["init_info"] = init
         meta_info["total_steps"] = steps + init.get("total_steps", init.get("steps", 0))
-    save_weights(model, out, **{**meta_info, **info})
+    save_weights(model, out, storage, **{**meta_info, **info})
+
+
+def _stored_info(model: MeanScaleHyperprior) -> dict:
+    """A loaded model's metadata without what loading added (fingerprint, path)."""
+    return {k: v for k, v in model.info.items() if k not in ("fingerprint", "path")}
