@@ -75,9 +75,10 @@ def load_weights(path: str | Path) -> MeanScaleHyperprior:
         if k.endswith(SCALE):
             continue
         if v.dtype == torch.int8:
-            if k + SCALE not in stored:
-                raise ValueError(f"{path}: int8 tensor {k} has no scales")
-            v = v.float() * stored[k + SCALE].float().view(-1, *[1] * (v.dim() - 1))
+            scale = stored.get(k + SCALE)
+            if scale is None or scale.numel() != v.shape[0]:
+                raise ValueError(f"{path}: int8 tensor {k} lacks one scale per output channel")
+            v = v.float() * scale.float().view(-1, *[1] * (v.dim() - 1))
         state[k] = v.float()
     model.load_state_dict(state)
     model.eval().requires_grad_(False)

@@ -1,13 +1,16 @@
 """Training: the loss goes down, resuming is exact, export then load round-trips."""
 
+import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from engine.images import to_uint8
 from engine.train import TrainConfig, Trainer
 from engine.train.export import export_checkpoint
 from engine.train.loop import rd_loss
-from engine.zoo import load_weights
+from engine.zoo import SCALE, load_weights
 from tests.conftest import smooth_image
 
 
@@ -98,3 +101,10 @@ def test_int8_storage(tmp_path):
     assert again.info["quality"] == 3 and again.info["train_config"] == model.info["train_config"]
     assert all(torch.allclose(again.state_dict()[k], v, rtol=1e-3, atol=1e-6)
                for k, v in model.state_dict().items())
+    # A damaged int8 file (scales missing) is refused with a clear error.
+    with safe_open(str(tmp_path / "i8.safetensors"), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    save_file({k: v for k, v in tensors.items() if not k.endswith(SCALE)},
+              str(tmp_path / "bad.safetensors"), metadata=meta)
+    with pytest.raises(ValueError, match="scale"):
+        load_weights(tmp_path / "bad.safetensors")
