@@ -1,4 +1,4 @@
-"""Training: the loss goes down, resuming is exact, export then load round-trips."""
+"""Training: the loss goes down, resuming is exact, export (float16, int8) then load works."""
 
 import pytest
 import torch
