@@ -145,8 +145,9 @@ def main() -> None:
          "bd": [{"anchor": n, "bd_rate": r, "bd_psnr": q} for n, r, q in table]}, indent=1))
     plot(ours, anchors, a.label, RESULTS / f"{a.name}.png")
     command = "python benchmarks/rd_kodak.py " + shlex.join(sys.argv[1:])
-    dtype = resolve(a.precision, torch.device(a.device or "cpu"))
-    text = report(points, ours, table, a.label, command.strip(), a.name, dtype, a.device or "cpu")
+    device = a.device or "cpu"
+    dtype = resolve(a.precision, torch.device(device))
+    text = report(points, ours, table, a.label, command.strip(), a.name, dtype, device)
     print(text)
     if a.write:
         write_section("rd_kodak", "Kodak rate-distortion", text)

@@ -37,10 +37,15 @@ def fingerprint(model: torch.nn.Module) -> int:
     return crc
 
 
+def _per_channel(scale: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`scale` (one per output channel) shaped to broadcast against `like` along dim 0."""
+    return scale.float().view(-1, *[1] * (like.dim() - 1))
+
+
 def _int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 with one scale per output channel (dim 0): error at most scale / 2."""
     scale = w.abs().amax(dim=tuple(range(1, w.dim()))).clamp_min(1e-30) / 127
-    return torch.round(w / scale.view(-1, *[1] * (w.dim() - 1))).to(torch.int8), scale
+    return torch.round(w / _per_channel(scale, w)).to(torch.int8), scale
 
 
 def save_weights(model: MeanScaleHyperprior, path: str | Path, storage: str = "float16",
@@ -78,7 +83,7 @@ def load_weights(path: str | Path) -> MeanScaleHyperprior:
             scale = stored.get(k + SCALE)
             if scale is None or scale.numel() != v.shape[0]:
                 raise ValueError(f"{path}: int8 tensor {k} lacks one scale per output channel")
-            v = v.float() * scale.float().view(-1, *[1] * (v.dim() - 1))
+            v = v.float() * _per_channel(scale, v)
         state[k] = v.float()
     model.load_state_dict(state)
     model.eval().requires_grad_(False)
