@@ -6,8 +6,8 @@
 #
 # checks:   build, the coder tests on the GPU, the Triton kernels (checked against their
 #           references on the GPU, then timed), the GPU coder.
-# pipeline: end to end against CompressAI, cross-device decoding of Kodak, SGA+ speed, the
-#           coder tests under compute-sanitizer.
+# pipeline: end to end against CompressAI, cross-device decoding of Kodak, training and SGA+
+#           speed, the coder tests under compute-sanitizer.
 #
 # Prepare on the development machine (nothing here needs a GPU):
 #   mkdir -p out && cp -r ../shared/data/kodak out/kodak
@@ -70,6 +70,7 @@ fi
 if [[ $PHASE == pipeline || $PHASE == all ]]; then
     step 90 pipeline $PY benchmarks/gpu_pipeline.py --write
     step 120 cross-device $PY benchmarks/gpu_pipeline.py --cross-device --images "$KODAK" --write
+    step 60 train-speed $PY benchmarks/train_speed.py --N 128 --M 192 --batch 8 --crop 256 --write
     step 90 sga-speed $PY benchmarks/sga_speed.py --images "$KODAK" --devices cuda --full --write
     step 120 memcheck env NICENGINE_MEMCHECK=1 $PY -m pytest -q tests/test_coder_cuda.py -k memcheck
 fi

@@ -5,7 +5,8 @@
 Times `Trainer.train_step` (forward, rate-distortion loss, backward, clipping, both optimizers)
 on a fixed random batch, so image loading is not included. "amp" is the trainer's mixed precision:
 bfloat16 autocast and channels-last, on by default on CUDA and on CPUs with AMX; where it is not
-available only float32 is timed. `--write` puts the table into benchmarks/RESULTS.md.
+available only float32 is timed. `--write` puts the table into benchmarks/RESULTS.md (a section
+of its own for a GPU).
 """
 
 from __future__ import annotations
@@ -66,8 +67,10 @@ def main() -> None:
               for name, s in rows]
     text = "\n".join(lines)
     print(text)
-    if args.write:
-        write_section("train_speed", "Training speed", text)
+    if args.write:  # the GPU's figures go beside the CPU's, not over them
+        gpu = torch.device(args.device).type == "cuda"
+        write_section("train_speed_gpu" if gpu else "train_speed",
+                      "Training speed (GPU)" if gpu else "Training speed", text)
 
 
 if __name__ == "__main__":
