@@ -19,13 +19,15 @@
 # to what is left of DEADLINE seconds, so the results are always collected: $OUT/log.txt,
 # $OUT/RESULTS.md (with every measured section written by --write) and $OUT/results.tar.gz
 # (benchmarks/results/*.json). Copy RESULTS.md's new sections over the local file and commit.
+# PY, OUT and DEADLINE may be set: `PY=.venv/bin/python DEADLINE=60 OUT=/tmp/s bash
+# benchmarks/gpu_session.sh` is a dry run of the script here (the CUDA steps fail fast).
 
 set -u
 PHASE=${1:-all}
 OUT=${OUT:-out/gpu_session}
 DEADLINE=${DEADLINE:-560}  # seconds from the start; the tool kills the command at 600
 KODAK=out/kodak
-PY=python3
+PY=${PY:-python3}
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 LOG=$OUT/log.txt
@@ -35,20 +37,20 @@ step() {  # step LIMIT_S NAME COMMAND...: run COMMAND for at most LIMIT_S (and t
     shift 2
     ((left < limit)) && limit=$left
     if ((limit < 10)); then
-        echo "=== $name: skipped, ${left}s left" >>"$LOG"
+        echo "--> $name: skipped, ${left}s left" >>"$LOG"
         return
     fi
-    echo "=== $name ($(date +%T), at most ${limit}s): $*" >>"$LOG"
+    echo "--> $name ($(date +%T), at most ${limit}s): $*" >>"$LOG"
     timeout "$limit" "$@" >>"$LOG" 2>&1
     local rc=$?
-    echo "=== $name: exit $rc after $((SECONDS - t0))s$( ((rc == 124)) && echo ', out of time')" \
+    echo "--> $name: exit $rc after $((SECONDS - t0))s$( ((rc == 124)) && echo ', out of time')" \
         >>"$LOG"
 }
 
 collect() {
     cp benchmarks/RESULTS.md "$OUT/RESULTS.md"
     tar czf "$OUT/results.tar.gz" benchmarks/results/*.json 2>/dev/null
-    grep '^===' "$LOG"  # the summary: the end of the log is in $OUT
+    grep '^--> ' "$LOG"  # the summary: the end of the log is in $OUT
 }
 trap collect EXIT
 
@@ -58,8 +60,10 @@ if compgen -G "out/wheels/*.whl" >/dev/null; then
         >>"$LOG" 2>&1 && export PYTHONPATH=/tmp/site
 fi
 
-if [[ $PHASE == checks || $PHASE == all ]]; then
+# A second call on a machine still warm keeps the first one's build.
+$PY -c "import engine._rans" 2>/dev/null ||
     step 150 build $PY -m pip install --no-build-isolation --no-deps -e .
+if [[ $PHASE == checks || $PHASE == all ]]; then
     step 60 backend env NICENGINE_BUILD_VERBOSE=1 $PY -c \
         "from engine import coder; print(coder.backend(), coder.unavailable_reason())"
     step 90 coder-tests $PY -m pytest -q -x tests/test_coder.py tests/test_coder_bitexact.py \
