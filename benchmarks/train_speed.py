@@ -69,8 +69,8 @@ def main() -> None:
     print(text)
     if args.write:  # the GPU's figures go beside the CPU's, not over them
         gpu = torch.device(args.device).type == "cuda"
-        write_section("train_speed_gpu" if gpu else "train_speed",
-                      "Training speed (GPU)" if gpu else "Training speed", text)
+        write_section(*(("train_speed_gpu", "Training speed (GPU)") if gpu
+                        else ("train_speed", "Training speed")), text)
 
 
 if __name__ == "__main__":
