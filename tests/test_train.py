@@ -42,38 +42,17 @@ def test_training_lowers_the_loss(tmp_path):
     assert (tmp_path / "run" / "log.csv").read_text().count("\n") > 5
 
 
-@pytest.mark.parametrize("hard", [False, True])
-def test_resume_is_bit_identical(tmp_path, hard):
+def test_resume_is_bit_identical(tmp_path):
     data = image_folder(tmp_path / "img")
-    straight = Trainer(tmp_path / "a", config(data, 12, hard=hard), device="cpu")
+    straight = Trainer(tmp_path / "a", config(data, 12), device="cpu")
     straight.run(progress=False)
-    first = Trainer(tmp_path / "b", config(data, 12, hard=hard), device="cpu")
+    first = Trainer(tmp_path / "b", config(data, 12), device="cpu")
     first.run(max_steps=5, progress=False)
     resumed = Trainer(tmp_path / "b", device="cpu")  # a fresh process would do the same
     assert resumed.step == 5
     resumed.run(progress=False)
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_hard_stage_freezes_the_encoder_and_lowers_the_true_loss(tmp_path):
-    data = image_folder(tmp_path / "img")
-    Trainer(tmp_path / "soft", config(data, 40), device="cpu").run(progress=False)
-    export_checkpoint(tmp_path / "soft", tmp_path / "soft.safetensors")
-    hard = Trainer(tmp_path / "hard", config(data, 40, hard=True, init=str(
-        tmp_path / "soft.safetensors")), device="cpu")
-    encoder = {k: v.clone() for k, v in hard.model.state_dict().items()
-               if k.startswith(("g_a.", "h_a."))}
-    x = torch.stack([smooth_image(64, 64, seed=s) for s in range(10, 14)])
-
-    def true_loss():  # hard rounding: what the coder codes
-        with torch.no_grad():
-            return float(rd_loss(hard.model(x, noise=False), x, 0.01)["loss"])
-
-    before = true_loss()
-    hard.run(progress=False)
-    assert true_loss() < before
-    assert all(torch.equal(hard.model.state_dict()[k], v) for k, v in encoder.items())
 
 
 def test_export_then_load(tmp_path):

@@ -48,10 +48,6 @@ class TrainConfig:
     init: str | None = None  # weights file to start from (fine-tuning to another lambda)
     workers: int = 0
     amp: bool = True  # bfloat16 autocast and channels-last, on CUDA and on CPUs with AMX
-    # Final stage of "soft then hard" training (docs/METHODS.md section 4, stage 2): the encoder
-    # (g_a, h_a) is frozen and the rates are those of the hard-rounded latents the coder codes,
-    # so the hyper-synthesis and the densities fit the real symbols instead of y + noise.
-    hard: bool = False
 
     def lr_at(self, step: int) -> float:
         decay = sum(step >= f * self.steps for f in self.decay_at)
@@ -103,12 +99,8 @@ class Trainer:
         self.model.to(self.device)
         if self.amp:
             self.model.to(memory_format=torch.channels_last)
-        if config.hard:
-            for module in (self.model.g_a, self.model.h_a):
-                module.requires_grad_(False)
         aux = [p for n, p in self.model.named_parameters() if n.endswith("quantiles")]
-        main = [p for n, p in self.model.named_parameters()
-                if not n.endswith("quantiles") and p.requires_grad]
+        main = [p for n, p in self.model.named_parameters() if not n.endswith("quantiles")]
         self.opt = torch.optim.Adam(main, lr=config.lr)
         self.aux_opt = torch.optim.Adam(aux, lr=config.aux_lr)
         self.step = 0
@@ -176,7 +168,7 @@ class Trainer:
             group["lr"] = c.lr_at(self.step)
         self.model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            out = self.model(x, noise=not c.hard)
+            out = self.model(x)
         metrics = rd_loss(out, x, c.lam)
         self.opt.zero_grad(set_to_none=True)
         metrics["loss"].backward()
