@@ -64,6 +64,7 @@ def save_weights(model: MeanScaleHyperprior, path: str | Path, storage: str = "f
             tensors[k] = v.half()
     meta = {"arch": ARCH, "config": json.dumps(model.config.to_dict()), "storage": storage,
             "info": json.dumps(info)}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
 
 

@@ -59,8 +59,9 @@ def test_export_then_load(tmp_path):
     data = image_folder(tmp_path / "img")
     trainer = Trainer(tmp_path / "run", config(data, 3), device="cpu")
     trainer.run(progress=False)
-    export_checkpoint(tmp_path / "run", tmp_path / "w.safetensors", quality=2)
-    model = load_weights(tmp_path / "w.safetensors")
+    out = tmp_path / "new" / "folder" / "w.safetensors"  # missing folders are created
+    export_checkpoint(tmp_path / "run", out, quality=2)
+    model = load_weights(out)
     assert model.info["quality"] == 2 and model.info["lambda"] == 0.01
     assert model.info["steps"] == 3
     for k, v in trainer.model.state_dict().items():
