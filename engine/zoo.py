@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from .errors import CodecError
 from .models import MeanScaleHyperprior, ModelConfig
@@ -65,7 +65,9 @@ def save_weights(model: MeanScaleHyperprior, path: str | Path, storage: str = "f
     meta = {"arch": ARCH, "config": json.dumps(model.config.to_dict()), "storage": storage,
             "info": json.dumps(info)}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
+    # Our own write, not safetensors' save_file: that creates the file readable by its owner
+    # alone (0600), and a weights file is usually served to other users.
+    Path(path).write_bytes(save({k: v.contiguous() for k, v in tensors.items()}, metadata=meta))
 
 
 def load_weights(path: str | Path) -> MeanScaleHyperprior:

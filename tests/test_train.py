@@ -1,5 +1,8 @@
 """Training: the loss goes down, resuming is exact, export (float16, int8) then load works."""
 
+import os
+import stat
+
 import pytest
 import torch
 from PIL import Image
@@ -61,6 +64,9 @@ def test_export_then_load(tmp_path):
     trainer.run(progress=False)
     out = tmp_path / "new" / "folder" / "w.safetensors"  # missing folders are created
     export_checkpoint(tmp_path / "run", out, quality=2)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask  # not owner-only
     model = load_weights(out)
     assert model.info["quality"] == 2 and model.info["lambda"] == 0.01
     assert model.info["steps"] == 3
