@@ -64,10 +64,11 @@ def save_weights(model: MeanScaleHyperprior, path: str | Path, storage: str = "f
             tensors[k] = v.half()
     meta = {"arch": ARCH, "config": json.dumps(model.config.to_dict()), "storage": storage,
             "info": json.dumps(info)}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     # Our own write, not safetensors' save_file: that creates the file readable by its owner
     # alone (0600), and a weights file is usually served to other users.
-    Path(path).write_bytes(save({k: v.contiguous() for k, v in tensors.items()}, metadata=meta))
+    path.write_bytes(save({k: v.contiguous() for k, v in tensors.items()}, metadata=meta))
 
 
 def load_weights(path: str | Path) -> MeanScaleHyperprior:
