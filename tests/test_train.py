@@ -1,4 +1,5 @@
-"""Training: the loss goes down, resuming is exact, export (float16, int8) then load works."""
+"""Training: the loss goes down, channels-last is a layout only, resuming is exact, export
+(float16, int8) then load works."""
 
 import os
 import stat
@@ -43,6 +44,28 @@ def test_training_lowers_the_loss(tmp_path):
     trainer.run(progress=False)
     assert held_out_loss() < 0.7 * before
     assert (tmp_path / "run" / "log.csv").read_text().count("\n") > 5
+
+
+def test_channels_last_is_a_layout_only(tmp_path):
+    """The default NHWC layout computes what NCHW does, up to float rounding (the training noise
+    differs: `rand_like` follows the layout)."""
+    data = image_folder(tmp_path / "img")
+    x = torch.stack([smooth_image(64, 64, seed=s) for s in range(10, 12)])
+    models, losses = {}, {}
+    for cl in (False, True):
+        models[cl] = Trainer(tmp_path / str(cl), config(data, 6, channels_last=cl), "cpu").model
+        layout = torch.channels_last if cl else torch.contiguous_format
+        losses[cl] = rd_loss(models[cl](x.contiguous(memory_format=layout), noise=False), x, 0.01)
+        losses[cl]["loss"].backward()
+    assert models[False].g_a[0].weight.is_contiguous()
+    assert models[True].g_a[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not models[True].g_a[0].weight.is_contiguous()
+    assert losses[False]["loss"].item() == pytest.approx(losses[True]["loss"].item(), rel=1e-5)
+    for (name, p), q in zip(models[False].named_parameters(), models[True].parameters(),
+                            strict=True):
+        if p.grad is not None:
+            scale = p.grad.abs().max().item()
+            torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=1e-4 * scale, msg=name)
 
 
 def test_resume_is_bit_identical(tmp_path):

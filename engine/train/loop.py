@@ -47,7 +47,8 @@ class TrainConfig:
     data: str = "../shared/data/train"
     init: str | None = None  # weights file to start from (fine-tuning to another lambda)
     workers: int = 0
-    amp: bool = True  # bfloat16 autocast and channels-last, on CUDA and on CPUs with AMX
+    amp: bool = True  # bfloat16 autocast, on CUDA and on CPUs with AMX
+    channels_last: bool = True  # NHWC activations: faster convolutions on GPUs and CPUs alike
 
     def lr_at(self, step: int) -> float:
         decay = sum(step >= f * self.steps for f in self.decay_at)
@@ -97,7 +98,7 @@ class Trainer:
         if config.init:
             self.model.load_state_dict(load_weights(config.init).state_dict())
         self.model.to(self.device)
-        if self.amp:
+        if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
         aux = [p for n, p in self.model.named_parameters() if n.endswith("quantiles")]
         main = [p for n, p in self.model.named_parameters() if not n.endswith("quantiles")]
@@ -204,7 +205,7 @@ class Trainer:
             tick, tick_step = time.monotonic(), self.step
             for x in self._loader():
                 x = x.to(self.device, non_blocking=True)
-                if self.amp:
+                if c.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 m = self.train_step(x)
                 bar.update(1)
