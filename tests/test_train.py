@@ -48,7 +48,7 @@ def test_training_lowers_the_loss(tmp_path):
 
 def test_channels_last_is_a_layout_only(tmp_path):
     """The default NHWC layout computes what NCHW does, up to float rounding (the training noise
-    differs: `rand_like` follows the layout)."""
+    differs: `empty_like(...).uniform_` follows the layout)."""
     data = image_folder(tmp_path / "img")
     x = torch.stack([smooth_image(64, 64, seed=s) for s in range(10, 12)])
     models, losses = {}, {}

@@ -48,7 +48,7 @@ class TrainConfig:
     init: str | None = None  # weights file to start from (fine-tuning to another lambda)
     workers: int = 0
     amp: bool = True  # bfloat16 autocast, on CUDA and on CPUs with AMX
-    channels_last: bool = True  # NHWC activations: faster convolutions on GPUs and CPUs alike
+    channels_last: bool = True  # NHWC activations: 1.36x the float32 steps/s on a no-AMX CPU
 
     def lr_at(self, step: int) -> float:
         decay = sum(step >= f * self.steps for f in self.decay_at)
