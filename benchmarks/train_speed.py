@@ -36,8 +36,6 @@ def seconds_per_step(amp: bool, channels_last: bool, args: argparse.Namespace, d
     with tempfile.TemporaryDirectory() as run:
         trainer = Trainer(run, config, device)
         x = torch.rand(args.batch, 3, args.crop, args.crop, device=device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         sync = torch.cuda.synchronize if device.startswith("cuda") else None
         return trainer.amp, best_of(lambda: trainer.train_step(x), args.repeat, sync)
 

@@ -168,6 +168,8 @@ class Trainer:
         for group in self.opt.param_groups:
             group["lr"] = c.lr_at(self.step)
         self.model.train()
+        if c.channels_last:  # the model's layout (a no-op for a batch already in it)
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             out = self.model(x)
         metrics = rd_loss(out, x, c.lam)
@@ -204,10 +206,7 @@ class Trainer:
                        dynamic_ncols=True)
             tick, tick_step = time.monotonic(), self.step
             for x in self._loader():
-                x = x.to(self.device, non_blocking=True)
-                if c.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                m = self.train_step(x)
+                m = self.train_step(x.to(self.device, non_blocking=True))
                 bar.update(1)
                 if self.step % 10 == 0 or self.step == c.steps:
                     now = time.monotonic()
