@@ -1,12 +1,14 @@
 # make demo: set up (first run only), then compress a sample photo with the shipped model.
 # make test: set up (first run only), then lint and run the test suite.
+# make fuzz: the coders and the decoder against damaged input, FUZZ_SECONDS each (docs/CODER.md).
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+FUZZ_SECONDS ?= 600
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench fuzz clean
 
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.h csrc/*.cpp)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +28,10 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks -q --benchmark-enable
+
+fuzz: $(STAMP)
+	bash tests/fuzz/fuzz.sh --seconds $(FUZZ_SECONDS)
+	cd build/fuzz && $(abspath $(PY)) $(CURDIR)/tests/fuzz/codec_fuzz.py --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf build *.egg-info engine/*.so $(VENV)

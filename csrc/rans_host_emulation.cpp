@@ -9,31 +9,12 @@
 #include <string>
 #include <vector>
 
-#include "rans_warp.h"
+#include "rans_warp_host.h"
 
 namespace py = pybind11;
 using namespace nic;
 
 namespace {
-
-// The device's warp as 32 lane states; scan() is the loop that __ballot_sync + __popc replace.
-template <class Lane>
-struct HostWarp {
-  Lane lanes[LANES] = {};
-
-  template <class F>
-  void each(F f) {
-    for (int l = 0; l < LANES; ++l) f(l, lanes[l]);
-  }
-  uint32_t scan() {
-    uint32_t total = 0;
-    for (Lane& lane : lanes) {
-      lane.rank = total;
-      total += lane.flag;
-    }
-    return total;
-  }
-};
 
 template <class T>
 using Array = py::array_t<T, py::array::c_style>;
