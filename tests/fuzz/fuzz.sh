@@ -28,12 +28,13 @@ done
 
 flags=(-std=c++17 -O1 -g -fno-omit-frame-pointer -fno-sanitize-recover=all -pthread
        -I"$root/csrc" "$root/tests/fuzz/coder_fuzz.cpp" "$root/csrc/rans_cpu.cpp")
-builds() {  # compiler, sanitizers: can they build and link an empty program?
-  echo 'int main() { return 0; }' | "$1" -x c++ -fsanitize="$2" -o probe - 2>/dev/null && rm probe
+builds() {  # compiler, sanitizers, program: can they build and link it?
+  echo "$3" | "$1" -x c++ -fsanitize="$2" -o probe - 2>/dev/null && rm probe
 }
+empty_target='extern "C" int LLVMFuzzerTestOneInput(const char*, unsigned long) { return 0; }'
 clang=$(command -v clang++ || command -v clang++-14 || true)
 
-if ((!standalone)) && [[ -n "$clang" ]] && builds "$clang" fuzzer,address,undefined; then
+if ((!standalone)) && [[ -n "$clang" ]] && builds "$clang" fuzzer,address,undefined "$empty_target"; then
   "$clang" -fsanitize=fuzzer,address,undefined "${flags[@]}" -o coder_libfuzzer
   if ((${#files[@]})); then exec ./coder_libfuzzer "${files[@]}"; fi
   args=(-seed="$seed" -print_final_stats=1)
@@ -43,7 +44,7 @@ if ((!standalone)) && [[ -n "$clang" ]] && builds "$clang" fuzzer,address,undefi
 fi
 
 for cxx in "${CXX:-g++}" "$clang"; do
-  if [[ -n "$cxx" ]] && builds "$cxx" address,undefined; then
+  if [[ -n "$cxx" ]] && builds "$cxx" address,undefined 'int main() { return 0; }'; then
     "$cxx" -fsanitize=address,undefined -DNIC_FUZZ_MAIN "${flags[@]}" -o coder_fuzz
     args=(--seed "$seed")
     [[ -n "$seconds" ]] && args+=(--seconds "$seconds")
