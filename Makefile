@@ -1,6 +1,7 @@
 # make demo: set up (first run only), then compress a sample photo with the shipped model.
 # make test: set up (first run only), then lint and run the test suite.
-# make fuzz: the coders and the decoder against damaged input, FUZZ_SECONDS each (docs/CODER.md).
+# make fuzz: the coders and the decoder against damaged input, FUZZ_SECONDS each, then the test
+# suite with the coder built under the sanitizers (docs/CODER.md, "Fuzzing").
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -32,6 +33,7 @@ bench: $(STAMP)
 fuzz: $(STAMP)
 	bash tests/fuzz/fuzz.sh --seconds $(FUZZ_SECONDS)
 	cd build/fuzz && $(abspath $(PY)) $(CURDIR)/tests/fuzz/codec_fuzz.py --seconds $(FUZZ_SECONDS)
+	bash tests/fuzz/sanitized_suite.sh
 
 clean:
 	rm -rf build *.egg-info engine/*.so $(VENV)
