@@ -9,7 +9,8 @@
 // One source, two drivers (docs/CODER.md, "Fuzzing"):
 //   clang++ -fsanitize=fuzzer,...   libFuzzer drives LLVMFuzzerTestOneInput (`make fuzz`)
 //   g++ -DNIC_FUZZ_MAIN ...         main() below feeds random inputs for a number of iterations
-//                                   or seconds, and replays input files (tests/test_coder_fuzz.py)
+//                                   or seconds, or replays input files (tests/test_coder_fuzz.py
+//                                   runs it in `make test`)
 //
 // An input is read as a recipe, so that random bytes reach every part of the decoders:
 //   byte 0 even: "raw". Byte 1: segments (1 + b % 4); then one byte per segment, its length
@@ -148,7 +149,9 @@ struct Segment {
 
 std::vector<uint8_t> encode_cpu(const std::vector<Segment>& segments) {
   std::vector<nic::Segment> segs;
-  for (const Segment& s : segments) segs.push_back({s.values.data(), s.indexes.data(), s.values.size()});
+  for (const Segment& s : segments) {
+    segs.push_back({s.values.data(), s.indexes.data(), s.values.size()});
+  }
   return nic::encode_stream(*tables().cpu, segs);
 }
 
@@ -258,7 +261,7 @@ void check_decoders_agree(const std::vector<uint8_t>& data, const std::vector<Se
   ++outcomes[cpu.stop < 0 ? 0 : cpu.stop < end ? 1 : cpu.stop == end ? 2 : must_round_trip ? 3 : 4];
   if (cpu.values != gpu.values) fail("the decoders give different values");
   if (!must_round_trip) return;
-  if (cpu.stop != static_cast<int>(segments.size()) + 1) fail("an undamaged stream is rejected");
+  if (cpu.stop != end + 1) fail("an undamaged stream is rejected");
   for (size_t k = 0; k < segments.size(); ++k) {
     if (cpu.values[k] != segments[k].values) fail("an undamaged stream decodes wrongly");
   }

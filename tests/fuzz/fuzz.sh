@@ -34,7 +34,8 @@ builds() {  # compiler, sanitizers, program: can they build and link it?
 empty_target='extern "C" int LLVMFuzzerTestOneInput(const char*, unsigned long) { return 0; }'
 clang=$(command -v clang++ || command -v clang++-14 || true)
 
-if ((!standalone)) && [[ -n "$clang" ]] && builds "$clang" fuzzer,address,undefined "$empty_target"; then
+if ((!standalone)) && [[ -n "$clang" ]] &&
+   builds "$clang" fuzzer,address,undefined "$empty_target"; then
   "$clang" -fsanitize=fuzzer,address,undefined "${flags[@]}" -o coder_libfuzzer
   if ((${#files[@]})); then exec ./coder_libfuzzer "${files[@]}"; fi
   args=(-seed="$seed" -print_final_stats=1)

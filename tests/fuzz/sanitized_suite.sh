@@ -15,7 +15,8 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 work="$tmp/main"
 mkdir "$work"
-(cd "$root" && git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$work")
+(cd "$root" && git ls-files -z --cached --others --exclude-standard |
+   xargs -0 cp --parents -t "$work")
 [[ -e "$root/../shared" ]] && ln -s "$(realpath "$root/../shared")" "$tmp/shared"
 
 "$py" -m pip install -q --target "$tmp/pybind11" pybind11
@@ -24,7 +25,8 @@ suffix="$("$py" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX
 flags=(-std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined
        -fno-sanitize-recover=all -shared -fPIC -pthread -I"$tmp/pybind11/pybind11/include"
        -I"$include" -I"$work/csrc")
-"$cxx" "${flags[@]}" "$work/csrc/rans_cpu.cpp" "$work/csrc/bindings.cpp" -o "$work/engine/_rans$suffix"
+"$cxx" "${flags[@]}" "$work/csrc/rans_cpu.cpp" "$work/csrc/bindings.cpp" \
+  -o "$work/engine/_rans$suffix"
 "$cxx" "${flags[@]}" "$work/csrc/rans_host_emulation.cpp" -o "$work/engine/_rans_warp_host$suffix"
 
 cd "$work"
