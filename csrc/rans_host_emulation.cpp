@@ -119,14 +119,7 @@ py::tuple encode_streams(const Array<int32_t>& blob, int32_t count, const Array<
   off[0] = 0;
   for (py::ssize_t s = 0; s < streams; ++s) off[s + 1] = off[s] + warp::encoded_bytes(c, s);
   Array<uint8_t> data(off[streams]);
-  uint8_t* out = data.mutable_data();
-  for (py::ssize_t s = 0; s < streams; ++s) {
-    for (int64_t i = 0; i < (off[s + 1] - off[s]) / 2; ++i) {
-      const uint16_t e = warp::encoded_element(c, s, i);
-      out[off[s] + 2 * i] = static_cast<uint8_t>(e);
-      out[off[s] + 2 * i + 1] = static_cast<uint8_t>(e >> 8);
-    }
-  }
+  for (py::ssize_t s = 0; s < streams; ++s) compact_host(c, s, data.mutable_data() + off[s]);
   return py::make_tuple(data, offsets, status);
 }
 

@@ -25,4 +25,15 @@ struct HostWarp {
   }
 };
 
+// Writes stream `stream`'s warp::encoded_bytes(c, stream) bytes to out: the compaction kernel's
+// work for one stream.
+inline void compact_host(const warp::CompactArgs& c, int64_t stream, uint8_t* out) {
+  const int64_t units = warp::encoded_bytes(c, stream) / 2;
+  for (int64_t i = 0; i < units; ++i) {
+    const uint16_t e = warp::encoded_element(c, stream, i);
+    out[2 * i] = static_cast<uint8_t>(e);
+    out[2 * i + 1] = static_cast<uint8_t>(e >> 8);
+  }
+}
+
 }  // namespace nic

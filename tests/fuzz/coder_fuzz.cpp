@@ -180,11 +180,7 @@ std::vector<uint8_t> encode_warp(const std::vector<Segment>& segments) {
   const warp::CompactArgs c{states, scratch.data(), scratch_offsets, &word_start, nullptr,
                             nullptr};
   std::vector<uint8_t> out(static_cast<size_t>(warp::encoded_bytes(c, 0)));
-  for (size_t i = 0; i < out.size() / 2; ++i) {
-    const uint16_t e = warp::encoded_element(c, 0, static_cast<int64_t>(i));
-    out[2 * i] = static_cast<uint8_t>(e);
-    out[2 * i + 1] = static_cast<uint8_t>(e >> 8);
-  }
+  nic::compact_host(c, 0, out.data());
   return out;
 }
 
