@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.h csrc/*.cpp)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0  # first: the local CPU build, not a CUDA one
-	$(PY) -m pip install -q -e '.[dev,triton]'
+	$(PY) -m pip install -q -e '.[dev,triton,ray]'  # ray: for its tests
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -6,6 +6,9 @@ GPU, kernel vs eager PyTorch vs torch.compile: triton.testing.do_bench medians (
 between runs) and the kernel's achieved GB/s against a device-to-device copy on the same GPU;
 each kernel is first checked against its reference on the GPU:
     python benchmarks/bench_kernels.py [--dtype bfloat16] [--no-compile] [--json FILE] [--write]
+The same on the CPU at a toy size, the kernels under the Triton interpreter: a test of this
+script (gpu_session.sh --dry-run), whose figures say nothing about a GPU:
+    TRITON_INTERPRET=1 python benchmarks/bench_kernels.py --dry-run [--json FILE]
 The whole codec under NVTX ranges, for Nsight Systems (docs/PROFILING.md):
     python benchmarks/bench_kernels.py --codec
 """
@@ -14,26 +17,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.entropy.gaussian import SCALES
+from engine.entropy.gaussian import LIKELIHOOD_MIN, SCALE_MIN, SCALES
 from engine.profiling import stage
-from kernels import gdn, quantize, subpel
+from kernels import dispatch
+from kernels.gdn_reference import gdn_reference
+from kernels.quantize_reference import quantize_reference, quantize_train_reference
+from kernels.subpel_reference import subpel_igdn_reference, subpel_reference
 
 sys.path.insert(0, str(Path(__file__).parent))
 from results_md import commit, write_section  # noqa: E402
 
 N, M = 128, 192
 SIZES = {"kodak": (512, 768), "1080p": (1088, 1920)}  # (H, W) padded to a multiple of 64
+TOY = {"toy": (64, 64)}  # --dry-run: the smallest image that every case covers
 TOL = {torch.float64: 1e-6, torch.float32: 2e-3, torch.float16: 2e-3, torch.bfloat16: 2e-2}
+BOUNDS = {"scale_min": SCALE_MIN, "likelihood_min": LIKELIHOOD_MIN}  # the entropy model's
 
 
 @dataclass
@@ -70,21 +80,21 @@ def _subpel_igdn(name: str, c_in: int, h: int, w: int, dtype, device) -> Case:
     y = torch.randn(1, c_in, h, w, device=device, dtype=dtype)
     bias = 0.1 * torch.randn(c_in, device=device, dtype=dtype)
     beta, gamma = _gdn_params(c_in // 4, dtype, device)
-    return Case(name, subpel.subpel_igdn, subpel.subpel_igdn_reference,
-                (y, bias, 2, beta, gamma), 2 * _nbytes(y))
+    return Case(name, dispatch.subpel_igdn, subpel_igdn_reference, (y, bias, 2, beta, gamma),
+                2 * _nbytes(y))
 
 
 def _subpel(name: str, c_in: int, h: int, w: int, lrelu: bool, dtype, device) -> Case:
     y = torch.randn(1, c_in, h, w, device=device, dtype=dtype)
     bias = torch.randn(c_in, device=device, dtype=dtype)
-    return Case(name, subpel.subpel, subpel.subpel_reference, (y, bias, 2, lrelu), 2 * _nbytes(y),
+    return Case(name, dispatch.subpel, subpel_reference, (y, bias, 2, lrelu), 2 * _nbytes(y),
                 exact=dtype == torch.float64)
 
 
 def _gdn(name: str, h: int, w: int, dtype, device) -> Case:
     x = torch.randn(1, N, h, w, device=device, dtype=dtype)
     beta, gamma = _gdn_params(N, dtype, device)
-    return Case(name, gdn.gdn, gdn.gdn_reference, (x, beta, gamma), 2 * _nbytes(x))
+    return Case(name, dispatch.gdn, gdn_reference, (x, beta, gamma), 2 * _nbytes(x))
 
 
 def _latents(h: int, w: int, dtype, device):
@@ -99,8 +109,8 @@ def _quantize(name: str, h: int, w: int, device) -> Case:
     y, scales, means = _latents(h, w, torch.float64, device)
     bounds = torch.as_tensor(SCALES[:-1], device=device)
     outputs = 2 * y.numel() * 4 + y.numel() * 8  # symbols, indexes (int32), likelihoods
-    return Case(name, quantize.quantize, quantize.quantize_reference, (y, scales, means, bounds),
-                _nbytes(y, scales, means) + outputs)
+    return Case(name, partial(dispatch.quantize, **BOUNDS), partial(quantize_reference, **BOUNDS),
+                (y, scales, means, bounds), _nbytes(y, scales, means) + outputs)
 
 
 def _train_step(fn, y, scales, means, g_y_hat, g_lik):
@@ -113,8 +123,9 @@ def _quantize_train(name: str, h: int, w: int, dtype, device) -> Case:
     inputs = [t.to(dtype).requires_grad_() for t in _latents(h, w, dtype, device)]
     grads = [torch.randn_like(inputs[0]) for _ in range(2)]
     # forward: 3 read, 2 written; backward: 3 inputs + 2 gradients read, 3 gradients written
-    return Case(name, quantize.quantize_train, quantize.quantize_train_reference,
-                (*inputs, *grads), 13 * _nbytes(grads[0]), check=False, step=_train_step)
+    return Case(name, partial(dispatch.quantize_train, **BOUNDS),
+                partial(quantize_train_reference, **BOUNDS), (*inputs, *grads),
+                13 * _nbytes(grads[0]), check=False, step=_train_step)
 
 
 def cases(size: tuple[int, int], dtype: torch.dtype, device: str) -> list[Case]:
@@ -170,36 +181,67 @@ def _check(case: Case) -> str:
     return "exact" if case.exact else "ok"
 
 
-def copy_bandwidth() -> float:
-    """GB/s of a plain device-to-device copy of 1 GiB (read + write)."""
+def _do_bench_ms(fn: Callable) -> float:
+    """Median milliseconds of fn on the GPU, L2 flushed between runs."""
     from triton.testing import do_bench
 
-    src = torch.empty(1 << 28, device="cuda")
+    return do_bench(fn, return_mode="median")
+
+
+def _perf_counter_ms(fn: Callable) -> float:
+    """--dry-run's timer: the milliseconds of one call (the interpreter is slow, and its figures
+    are not results)."""
+    start = time.perf_counter()
+    fn()
+    return 1e3 * (time.perf_counter() - start)
+
+
+@dataclass
+class Target:
+    """Where the benchmark runs: the GPU, or the CPU under the interpreter for --dry-run."""
+
+    name: str
+    device: str
+    sizes: dict[str, tuple[int, int]]
+    timer: Callable[[Callable], float]
+    copy_numel: int  # float32 elements of the copy that sets the bandwidth to compare with
+
+    @staticmethod
+    def gpu() -> Target:
+        return Target(torch.cuda.get_device_name(), "cuda", SIZES, _do_bench_ms, 1 << 28)
+
+    @staticmethod
+    def dry_run() -> Target:
+        return Target("CPU, Triton interpreter (dry run: not results)", "cpu", TOY,
+                      _perf_counter_ms, 1 << 22)
+
+
+def copy_bandwidth(target: Target) -> float:
+    """GB/s of a plain copy on the target's device (read + write; 1 GiB on the GPU)."""
+    src = torch.empty(target.copy_numel, device=target.device)
     dst = torch.empty_like(src)
-    ms = do_bench(lambda: dst.copy_(src), return_mode="median")
-    return 2 * _nbytes(src) / ms / 1e6
+    return 2 * _nbytes(src) / target.timer(lambda: dst.copy_(src)) / 1e6
 
 
-def bench_gpu(dtype: torch.dtype, compile_: bool) -> dict:
-    from triton.testing import do_bench
-
+def bench_gpu(dtype: torch.dtype, compile_: bool, target: Target) -> dict:
     torch.manual_seed(0)
-    copy = copy_bandwidth()
+    timer = target.timer
+    copy = copy_bandwidth(target)
     rows = []
-    print(f"{torch.cuda.get_device_name()}: copy {copy:.0f} GB/s, network dtype {dtype}")
+    print(f"{target.name}: copy {copy:.0f} GB/s, network dtype {dtype}")
     print(f"{'case':38} {'kernel us':>10} {'eager us':>10} {'compile us':>10} {'GB/s':>7} "
           f"{'%copy':>6} {'x eager':>8} {'x comp':>7}  check")
-    for size_name, size in SIZES.items():
-        for case in cases(size, dtype, "cuda"):
+    for size_name, size in target.sizes.items():
+        for case in cases(size, dtype, target.device):
             name = f"{size_name} {case.name}"
             check = _check(case) if case.check else "-"
             with stage(name):
-                t = {"kernel": do_bench(lambda c=case: c.run(c.kernel), return_mode="median"),
-                     "eager": do_bench(lambda c=case: c.run(c.reference), return_mode="median")}
+                t = {"kernel": timer(lambda c=case: c.run(c.kernel)),
+                     "eager": timer(lambda c=case: c.run(c.reference))}
                 if compile_:
                     torch._dynamo.reset()  # a fresh compile per case, below any recompile limit
                     fn = torch.compile(case.reference, dynamic=False)
-                    t["compile"] = do_bench(lambda c=case, f=fn: c.run(f), return_mode="median")
+                    t["compile"] = timer(lambda c=case, f=fn: c.run(f))
             gbs = case.bytes / t["kernel"] / 1e6
             comp = t.get("compile", float("nan"))
             print(f"{name:38} {t['kernel'] * 1e3:10.1f} {t['eager'] * 1e3:10.1f} "
@@ -207,8 +249,7 @@ def bench_gpu(dtype: torch.dtype, compile_: bool) -> dict:
                   f"{t['eager'] / t['kernel']:8.2f} {comp / t['kernel']:7.2f}  {check}")
             rows.append({"case": name, "bytes": case.bytes, "ms": t, "gb_s": gbs,
                          "fraction_of_copy": gbs / copy, "check": check})
-    return {"device": torch.cuda.get_device_name(), "copy_gb_s": copy, "dtype": str(dtype),
-            "rows": rows}
+    return {"device": target.name, "copy_gb_s": copy, "dtype": str(dtype), "rows": rows}
 
 
 def markdown(results: dict, command: str) -> str:
@@ -261,13 +302,25 @@ def main() -> None:
     parser.add_argument("--json", help="write the results to this file")
     parser.add_argument("--write", action="store_true", help="put the table in RESULTS.md")
     parser.add_argument("--codec", action="store_true", help="time the whole codec instead")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="a test of this script on the CPU: toy size, kernels interpreted, "
+                             "no torch.compile; its figures are not results")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
+    if args.dry_run:
+        if args.write or args.codec:
+            parser.error("--dry-run neither writes RESULTS.md nor times the codec")
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            raise SystemExit("--dry-run runs the kernels under the interpreter: TRITON_INTERPRET=1")
+        os.environ["NIC_KERNELS"] = "triton"  # on CPU tensors too
+        target = Target.dry_run()
+    elif not torch.cuda.is_available():
         raise SystemExit("the GPU benchmarks need CUDA; on CPU run the pytest-benchmark form")
-    if args.codec:
+    elif args.codec:
         bench_codec()
         return
-    results = bench_gpu(getattr(torch, args.dtype), not args.no_compile)
+    else:
+        target = Target.gpu()
+    results = bench_gpu(getattr(torch, args.dtype), not (args.no_compile or args.dry_run), target)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -119,22 +119,30 @@ def report(points: dict, ours: dict, table: list, label: str, command: str, stem
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quality", type=int, nargs="*", default=None)
+    p.add_argument("--quality", type=float, nargs="*", default=None,
+                   help="levels of the model (with one variable-rate --weights file: any in "
+                   "its range)")
+    p.add_argument("--model", default=None, help="a shipped model (default: the default)")
     p.add_argument("--weights", type=Path, nargs="*", default=None)
     p.add_argument("--images", type=Path, default=SHARED / "data" / "kodak")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default="auto")
     p.add_argument("--label", default="nicengine (shipped CPU-trained models)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="as in Codec")
     p.add_argument("--name", default="kodak_rd",
                    help="file stem of the JSON and plot under benchmarks/results")
     p.add_argument("--write", action="store_true")
     a = p.parse_args()
-    if a.weights:
+    if a.weights and a.quality:  # one variable-rate model at several qualities
+        [w] = a.weights
+        codecs = {f"{w.stem}@q{q:g}": Codec(q, a.device, weights=w, precision=a.precision)
+                  for q in a.quality}
+    elif a.weights:
         codecs = {w.stem: Codec(weights=w, device=a.device, precision=a.precision)
                   for w in a.weights}
     else:
-        codecs = {f"q{q}": Codec(q, a.device, precision=a.precision)
-                  for q in (a.quality or zoo.shipped_qualities())}
+        model = a.model or zoo.DEFAULT_MODEL
+        codecs = {f"q{q:g}": Codec(q, a.device, precision=a.precision, model=model)
+                  for q in (a.quality or zoo.shipped_qualities(model))}
     points = run(codecs, a.images)
     ours = curve(points)
     anchors = json.loads((SHARED / "anchors" / "kodak_rd.json").read_text())
@@ -145,7 +153,7 @@ def main() -> None:
          "bd": [{"anchor": n, "bd_rate": r, "bd_psnr": q} for n, r, q in table]}, indent=1))
     plot(ours, anchors, a.label, RESULTS / f"{a.name}.png")
     command = "python benchmarks/rd_kodak.py " + shlex.join(sys.argv[1:])
-    device = a.device or "cpu"
+    device = next(iter(codecs.values())).device_for() if a.device == "auto" else a.device
     dtype = resolve(a.precision, torch.device(device))
     text = report(points, ours, table, a.label, command.strip(), a.name, dtype, device)
     print(text)

@@ -3,6 +3,7 @@ replaced when the script runs again, and the commit and machine the figures belo
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -14,7 +15,12 @@ RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
 
 
 def commit() -> str:
-    """Short hash of HEAD, marked when the working tree has uncommitted changes."""
+    """The commit figures belong to: NICENGINE_COMMIT where it is set (a device run's copy of
+    the tree has no .git), else the short hash of HEAD, marked when the working tree has
+    uncommitted changes."""
+    if os.environ.get("NICENGINE_COMMIT"):
+        return os.environ["NICENGINE_COMMIT"]
+
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True,
                               text=True).stdout.strip()

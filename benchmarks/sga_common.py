@@ -67,7 +67,7 @@ def load_models(args: argparse.Namespace) -> list[tuple[str, torch.nn.Module]]:
         raise SystemExit("no shipped weights: give --weights FILE ...")
     models = []
     for spec in specs:
-        model = zoo.load_quality(int(spec)) if spec.isdigit() else zoo.load_weights(spec)
+        model = zoo.load("msh", int(spec)) if spec.isdigit() else zoo.load_weights(spec)
         name = f"q{spec}" if spec.isdigit() else Path(spec).stem
         model = model.to(args.device)
         models.append((name, model))
@@ -115,7 +115,7 @@ def refine_all(model: torch.nn.Module, images: list[tuple[str, torch.Tensor]], r
         for s in range(0, len(idx), args.batch):
             part = idx[s : s + args.batch]
             x = torch.stack([images[i][1] for i in part]).to(args.device)
-            _, _, h = refine_latents(model, x, refine)
+            _, h = refine_latents(model, x, refine)
             for j, i in enumerate(part):
                 runs[i] = Run(h.loss[:, j], h.bpp[:, j], h.psnr[:, j], h.relaxed[:, j],
                               float(h.seconds[-1]))

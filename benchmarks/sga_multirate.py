@@ -29,7 +29,7 @@ def main() -> None:
     models = common.load_models(args)
     name, model = models[0]
     images = common.load_images(args)
-    lam0 = model.info["lambda"]
+    lam0 = model.info.lam
     zoo = []
     for other_name, other in models:  # the unrefined curve: zero iterations
         runs = common.refine_all(other, images, common.refine_for(args, "ste", iterations=0),

@@ -21,7 +21,8 @@ import torch
 
 from engine import Codec
 from engine.refine import Refine, refine_latents
-from kernels import sga
+from kernels.dispatch import sga_round
+from kernels.sga_reference import sga_round_reference
 
 NAME = "sga_speed"
 
@@ -78,7 +79,7 @@ def step_seconds(model, x: torch.Tensor, method: str, measure: int) -> float:
     """Median seconds of one refinement iteration (step and true-loss evaluation)."""
     refine = Refine(method=method, iterations=measure + 3, progress=False,
                     lam=model.info.get("lambda", 0.013))
-    _, _, history = refine_latents(model, x[None], refine)
+    _, history = refine_latents(model, x[None], refine)
     gaps = history.seconds.diff()[3:]
     return float(gaps.median())
 
@@ -100,7 +101,7 @@ def rounding_seconds(method: str, shape: tuple[int, ...], device: str, reps: int
     v = (torch.randn(shape, device=device) * 3).requires_grad_(True)
     grad = torch.randn(shape, device=device)
     times = []
-    for fn in (sga.sga_round_reference, sga.sga_round):
+    for fn in (sga_round_reference, sga_round):
         for i in range(reps + 5):
             if i == 5:
                 torch.cuda.synchronize()

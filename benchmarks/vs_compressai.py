@@ -107,13 +107,13 @@ def time_coders(n: int, repeat: int) -> dict[str, float]:
 
     string = cai_encode()
     assert dec.decode_with_indexes(string, idx_l, cdf, cdf_len, off) == sym_l
-    tables = coder.CoderTables(gaussian_tables(), "cpu", threads=1)
+    cpu = coder.open_coder(gaussian_tables(), "cpu", threads=1)
 
     def ours_encode():
-        return coder.to_bytes(*coder.encode(tables, [[(sym, idx)]]))[0]
+        return cpu.encode([[(sym, idx)]])[0]
 
     def ours_decode():
-        d = coder.Decoder(tables, [ours])
+        d = cpu.decoder([ours])
         out = d.decode([idx])[0]
         d.finish()
         return out.numpy()

@@ -221,8 +221,18 @@ void Tables::find_symbols(const int32_t* t, const uint32_t* slot, int active, ui
   for (int l = 0; l < active; ++l) s[l] = at[l] - row[l];
 }
 
+void check_segments(const Tables& tables, const std::vector<Segment>& segments) {
+  for (size_t j = 0; j < segments.size(); ++j) {
+    try {
+      check_indexes(tables, segments[j].indexes, segments[j].n);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument("segment " + std::to_string(j) + ": " + e.what());
+    }
+  }
+}
+
 std::vector<uint8_t> encode_stream(const Tables& tables, const std::vector<Segment>& segments) {
-  for (const Segment& seg : segments) check_indexes(tables, seg.indexes, seg.n);
+  check_segments(tables, segments);
   Encoder enc;
   for (auto seg = segments.rbegin(); seg != segments.rend(); ++seg) {
     enc.encode_segment(tables, *seg);
@@ -232,15 +242,15 @@ std::vector<uint8_t> encode_stream(const Tables& tables, const std::vector<Segme
 
 Decoder::Decoder(std::shared_ptr<const Tables> tables, std::vector<uint8_t> data)
     : tables_(std::move(tables)), data_(std::move(data)) {
-  if (data_.size() < HEADER_BYTES) throw CorruptStream("shorter than the 128-byte header");
-  if (data_.size() % 2) throw CorruptStream("odd length");
+  if (data_.size() < HEADER_BYTES) throw CorruptStream(kTooShort);
+  if (data_.size() % 2) throw CorruptStream(kOddLength);
   num_words_ = (data_.size() - HEADER_BYTES) / 2;
   data_.resize(data_.size() + 2);  // see advance()
   for (int l = 0; l < LANES; ++l) {
     const uint8_t* p = data_.data() + 4 * l;
     x_[l] = p[0] | p[1] << 8 | p[2] << 16 | static_cast<uint32_t>(p[3]) << 24;
     if (x_[l] < RANS_L) {
-      throw CorruptStream("initial state of lane " + std::to_string(l) + " < 2^16");
+      throw CorruptStream(kBadInitialState, "lane " + std::to_string(l));
     }
   }
 }
@@ -250,14 +260,14 @@ Decoder::Decoder(std::shared_ptr<const Tables> tables, std::vector<uint8_t> data
 inline void Decoder::advance(int lane, uint32_t start, uint32_t freq) {
   const uint32_t x = dec_advance(x_[lane], start, freq);
   const uint32_t need = dec_needs_word(x);
-  if (pos_ + need > num_words_) throw CorruptStream("read past the end of the data");
+  if (pos_ + need > num_words_) throw CorruptStream(kReadPastEnd);
   const uint8_t* p = data_.data() + HEADER_BYTES + 2 * pos_;
   x_[lane] = dec_shift_in(x, p[0] | p[1] << 8, need);
   pos_ += need;
 }
 
 void Decoder::decode(const int32_t* indexes, int32_t* out, size_t n) {
-  if (failed_) throw CorruptStream("the decoder already failed");
+  if (failed_) throw CorruptStream(kAlreadyFailed);
   check_indexes(*tables_, indexes, n);
   failed_ = true;  // stays set if anything below throws
   const Tables& tables = *tables_;
@@ -285,7 +295,7 @@ void Decoder::decode(const int32_t* indexes, int32_t* out, size_t n) {
       const int l = escaped[e];
       nbits[l] = static_cast<int>(uniform_value(dec_slot(x_[l]), NBITS_BITS));
       advance(l, uniform_start(nbits[l], NBITS_BITS), uniform_freq(NBITS_BITS));
-      if (nbits[l] > MAX_ESCAPE_BITS) throw CorruptStream("escape longer than 40 bits");
+      if (nbits[l] > MAX_ESCAPE_BITS) throw CorruptStream(kEscapeTooLong);
       u[l] = 0;
     }
     // Phases C_j: 16-bit chunks of u, least significant first.
@@ -304,10 +314,10 @@ void Decoder::decode(const int32_t* indexes, int32_t* out, size_t n) {
       const int32_t t = indexes[base + l];
       // The encoder always sends the exact bit length, so a leading zero bit means corruption.
       if (bit_length(u[l]) != nbits[l]) {
-        throw CorruptStream("escape length does not match its bits");
+        throw CorruptStream(kEscapeLengthMismatch);
       }
       if (!escape_value(u[l], tables.offset(t), tables.size(t), &out[base + l])) {
-        throw CorruptStream("escaped value does not fit int32");
+        throw CorruptStream(kEscapeOutOfRange);
       }
     }
   }
@@ -315,13 +325,13 @@ void Decoder::decode(const int32_t* indexes, int32_t* out, size_t n) {
 }
 
 void Decoder::finish() const {
-  if (failed_) throw CorruptStream("the decoder already failed");
+  if (failed_) throw CorruptStream(kAlreadyFailed);
   if (pos_ != num_words_) {
-    throw CorruptStream(std::to_string(num_words_ - pos_) + " words left after the last segment");
+    throw CorruptStream(kWordsLeft, std::to_string(num_words_ - pos_) + " words");
   }
   for (int l = 0; l < LANES; ++l) {
     if (x_[l] != RANS_L) {
-      throw CorruptStream("final state of lane " + std::to_string(l) + " is not 2^16");
+      throw CorruptStream(kBadFinalState, "lane " + std::to_string(l));
     }
   }
 }

@@ -14,14 +14,17 @@
 #include <vector>
 
 #include "rans_core.h"
+#include "rans_status.h"
 
 namespace nic {
 
-// Raised for streams that cannot have come from the encoder (message starts "corrupt stream:").
-// Derives from invalid_argument so that bindings map it to ValueError like other input errors.
+// Raised for streams that cannot have come from the encoder: the status's message (it starts
+// "corrupt stream:"), then the detail in parentheses if any. Derives from invalid_argument so
+// that bindings map it to ValueError like other input errors.
 struct CorruptStream : std::invalid_argument {
-  explicit CorruptStream(const std::string& what)
-      : std::invalid_argument("corrupt stream: " + what) {}
+  explicit CorruptStream(Status status, const std::string& detail = "")
+      : std::invalid_argument(STATUS_MESSAGES[status] +
+                              (detail.empty() ? "" : " (" + detail + ")")) {}
 };
 
 // Validated CDF tables: table t has size(t) symbols, the last one being ESCAPE; value v is
@@ -56,15 +59,19 @@ class Tables {
   std::vector<int32_t> sizes_, offsets_;
 };
 
-// One segment: n values and the table index of each (borrowed pointers).
+// One segment: n values and the table index of each (borrowed pointers; check_segments reads
+// the indexes only).
 struct Segment {
   const int32_t* values;
   const int32_t* indexes;
   size_t n;
 };
 
-// Codes the segments in order into one stream. Throws std::invalid_argument for a table index
-// out of range.
+// Throws std::invalid_argument("segment j: table index ... out of range ...") for the first
+// table index out of range in the segments.
+void check_segments(const Tables& tables, const std::vector<Segment>& segments);
+
+// Codes the segments in order into one stream, after check_segments.
 std::vector<uint8_t> encode_stream(const Tables& tables, const std::vector<Segment>& segments);
 
 // Decodes a stream one segment at a time; the caller supplies each segment's table indexes, so

@@ -1,6 +1,6 @@
 // torch binding of the CUDA rANS coder (rans_cuda.cu): checks the tensors and runs the launchers
-// on the current CUDA stream. Built on first use by engine.gpu_coder, which builds the
-// arguments; the calls mirror those of the host emulation (rans_host_emulation.cpp).
+// on the current CUDA stream. Built on first use by engine.coder.cuda_build; engine.coder.warp
+// builds the arguments. The calls mirror those of the host emulation (rans_host_emulation.cpp).
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -173,7 +173,7 @@ void finish_streams(const Tensor& offsets, const Tensor& states, const Tensor& p
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "Batched CUDA rANS coder of nicengine (docs/CUDA_CODER.md), for engine.gpu_coder.";
+  m.doc() = "Batched CUDA rANS coder of nicengine (docs/CUDA_CODER.md), for engine.coder.warp.";
   m.attr("MAX_WORDS_PER_VALUE") = nic::warp::MAX_WORDS_PER_VALUE;
   m.def("encode", &encode_streams, "Encodes every stream: (data, offsets [S + 1], status).");
   m.def("open", &open_streams, "Validates every stream's header: (states [S, 32], pos, status).");

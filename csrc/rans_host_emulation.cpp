@@ -1,7 +1,7 @@
 // pybind11 module engine._rans_warp_host: the CUDA coder's warp algorithm (rans_warp.h) run on
 // the host, the 32 lanes of a warp as loops, behind the same calls as the CUDA extension
 // (rans_cuda_bindings.cpp) with numpy arrays for tensors. CI has no GPU; this is how it checks
-// the kernels' algorithm, and engine.gpu_coder's glue, against the CPU coder byte for byte.
+// the kernels' algorithm, and engine.coder.warp's glue, against the CPU coder byte for byte.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 

@@ -14,6 +14,7 @@
 #pragma once
 
 #include "rans_core.h"
+#include "rans_status.h"  // the per-stream status codes (kOk ..)
 
 struct CUstream_st;  // cudaStream_t is CUstream_st*; this header does not need the CUDA headers
 
@@ -30,23 +31,8 @@ namespace warp {
 // 33 bits) and each symbol moves at most one word, so 5 words per value bound a stream's words.
 constexpr int MAX_WORDS_PER_VALUE = 2 + MAX_CHUNKS;
 
-// Per-stream status. engine/gpu_coder.py keeps the messages in this order.
-enum Status : int32_t {
-  kOk = 0,
-  kTooShort,              // shorter than the header
-  kOddLength,
-  kBadInitialState,       // a header state below 2^16
-  kReadPastEnd,
-  kEscapeTooLong,         // nbits > MAX_ESCAPE_BITS
-  kEscapeLengthMismatch,  // the chunks have fewer significant bits than nbits
-  kEscapeOutOfRange,      // the escaped value does not fit int32
-  kWordsLeft,             // finish: words left unread
-  kBadFinalState,         // finish: a state other than 2^16
-  kBadTableIndex,         // an argument error: the stream is left as it was
-};
-
 // ---- tables ----
-// The kernels read all tables from one blob (built by engine.gpu_coder.pack_tables): `count`
+// The kernels read all tables from one blob (built by engine.coder.pack_tables): `count`
 // TableInfo entries, then every row's cdf[0..size) as uint16 (cdf[size] = 2^16 is implied; all
 // other entries are below 2^16 since the cdf increases strictly). 16-byte units, so that it can
 // be copied to shared memory with vector loads.

@@ -4,51 +4,67 @@
     image = engine.decompress(data)               # (3, H, W) float32 in [0, 1]
     data = engine.compress(image, refine=engine.Refine(method="ssl", iterations=500))
 
-`engine.Codec` keeps loaded models for repeated calls; `CodecError` reports unusable streams.
+`engine.Codec` keeps loaded models for repeated calls; `CodecError` reports unusable streams;
+`engine.zoo.shipped_models()` lists the models and their quality levels.
 """
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
-from .codec import DEFAULT_QUALITY, Codec
+from . import zoo
+from .codec import DEFAULT_MODEL, DEFAULT_QUALITY, Codec
 from .errors import CodecError
 from .images import ImageLike
 from .refine import Refine
 
-__all__ = ["Codec", "CodecError", "DEFAULT_QUALITY", "Refine", "compress", "compress_batch",
-           "decompress", "decompress_batch"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_QUALITY", "Codec", "CodecError", "Refine", "compress",
+           "compress_batch", "decompress", "decompress_batch", "zoo"]
 
-_codecs: dict[tuple[int, str | None], Codec] = {}
-
-
-def _codec(quality: int, device: str | torch.device | None) -> Codec:
-    key = (quality, None if device is None else str(device))
-    if key not in _codecs:
-        _codecs[key] = Codec(quality, device)
-    return _codecs[key]
+Device = str | torch.device
+_codecs: dict[tuple[str, float, str], Codec] = {}
+_lock = threading.Lock()
 
 
-def compress(image: ImageLike, quality: int = DEFAULT_QUALITY,
-             device: str | torch.device | None = None, drop_alpha: bool = False,
-             refine: Refine | None = None) -> bytes:
-    """Compress one image with a shipped model. `device`: where the networks run (default: the
-    input tensor's device). `refine`: optimise the latents first (slower encoding, same decoder;
-    see `engine.Refine`)."""
-    return _codec(quality, device).compress(image, drop_alpha, refine)
+def _codec(model: str, quality: float, device: Device) -> Codec:
+    key = (model, quality, str(device))
+    with _lock:
+        if key not in _codecs:
+            _codecs[key] = Codec(quality, device, model=model)
+        return _codecs[key]
 
 
-def compress_batch(images: list[ImageLike] | torch.Tensor, quality: int = DEFAULT_QUALITY,
-                   device: str | torch.device | None = None,
-                   drop_alpha: bool = False, refine: Refine | None = None) -> list[bytes]:
-    return _codec(quality, device).compress_batch(images, drop_alpha, refine)
+def compress(image: ImageLike, quality: float = DEFAULT_QUALITY, device: Device = "auto",
+             drop_alpha: bool = False, refine: Refine | None = None,
+             model: str = DEFAULT_MODEL, max_bytes: int | None = None,
+             target_bpp: float | None = None) -> bytes:
+    """Compress one image with a shipped model. `device`: where the networks run ("auto": a
+    CUDA tensor's own device, else the GPU when there is one, else the CPU). `refine`: optimise
+    the latents first (slower encoding, same decoder; see `engine.Refine`). `max_bytes` or
+    `target_bpp`: the highest quality that fits instead of `quality` (variable-rate models)."""
+    return _codec(model, quality, device).compress(image, drop_alpha, refine, max_bytes,
+                                                   target_bpp)
 
 
-def decompress(data: bytes, device: str | torch.device | None = None) -> torch.Tensor:
-    """Decode a stream to a (3, H, W) float32 tensor in [0, 1] on `device` (default CPU)."""
-    return _codec(DEFAULT_QUALITY, None).decompress(data, device)
+def compress_batch(images: list[ImageLike] | torch.Tensor, quality: float = DEFAULT_QUALITY,
+                   device: Device = "auto", drop_alpha: bool = False,
+                   refine: Refine | None = None, model: str = DEFAULT_MODEL,
+                   max_bytes: int | None = None, target_bpp: float | None = None
+                   ) -> list[bytes]:
+    """`compress` for many images, the same bytes as one call each (equal sizes share network
+    passes)."""
+    return _codec(model, quality, device).compress_batch(images, drop_alpha, refine, max_bytes,
+                                                         target_bpp)
 
 
-def decompress_batch(streams: list[bytes], device: str | torch.device | None = None
-                     ) -> list[torch.Tensor]:
-    return _codec(DEFAULT_QUALITY, None).decompress_batch(streams, device)
+def decompress(data: bytes, device: Device = "auto") -> torch.Tensor:
+    """Decode a stream (any shipped model) to a (3, H, W) float32 tensor in [0, 1] on the device
+    the networks ran on."""
+    return _codec(DEFAULT_MODEL, DEFAULT_QUALITY, device).decompress(data)
+
+
+def decompress_batch(streams: list[bytes], device: Device = "auto") -> list[torch.Tensor]:
+    """`decompress` for many streams."""
+    return _codec(DEFAULT_MODEL, DEFAULT_QUALITY, device).decompress_batch(streams)

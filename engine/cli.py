@@ -1,4 +1,10 @@
-"""Command line: python -m engine {compress, decompress, info, eval, demo}."""
+"""Command line: python -m engine {compress, decompress, info, eval, demo, compress-dir,
+decompress-dir}.
+
+Every failure ends in one line on stderr, never a traceback: exit status 2 for a usage error
+(argparse's), 1 for input the engine cannot use (a missing or unreadable file, a file that is
+not an image or not a stream, a damaged stream, an image out of range).
+"""
 
 from __future__ import annotations
 
@@ -10,56 +16,143 @@ from pathlib import Path
 
 import torch
 
-from . import format
-from .codec import DEFAULT_QUALITY, Codec
+from . import format, zoo
+from .codec import DEFAULT_MODEL, DEFAULT_QUALITY, DEVICES, Codec
 from .errors import CodecError
-from .images import save_png, to_batch
+from .images import read_file, save_png, to_batch
 from .metrics import ms_ssim, psnr
 from .precision import PRECISIONS, resolve
+from .refine import METHODS, Refine
+
+
+def _codec(a: argparse.Namespace) -> Codec:
+    return Codec(getattr(a, "quality", DEFAULT_QUALITY), a.device, weights=a.weights,
+                 precision=a.precision, model=getattr(a, "model", DEFAULT_MODEL))
 
 
 def _compress(a: argparse.Namespace) -> None:
     x = to_batch(a.input, drop_alpha=a.drop_alpha)
-    data = Codec(a.quality, a.device, precision=a.precision).compress(x)
+    refine = Refine(method=a.refine, iterations=a.iterations) if a.refine else None
+    data = _codec(a).compress(x, refine=refine, max_bytes=a.max_bytes, target_bpp=a.target_bpp)
     Path(a.output).write_bytes(data)
     h, w = x.shape[2:]
     print(f"{a.output}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp ({w}x{h})")
 
 
+def _read_stream(path: str) -> bytes:
+    """A stream file's bytes, checked (`format.unpack`); errors name the file."""
+    data = read_file(path)
+    try:
+        format.unpack(data)
+    except CodecError as e:
+        raise CodecError(f"{path}: {e}") from None
+    return data
+
+
 def _decompress(a: argparse.Namespace) -> None:
-    x = Codec(device=a.device, precision=a.precision).decompress(Path(a.input).read_bytes(),
-                                                                 a.device)
+    x = _codec(a).decompress(_read_stream(a.input))
     save_png(x, a.output)
     print(f"{a.output}: {x.shape[2]}x{x.shape[1]}")
 
 
 def _info(a: argparse.Namespace) -> None:
-    data = Path(a.input).read_bytes()
+    data = _read_stream(a.input)
     header, _ = format.unpack(data)
     print(f"file         {a.input} ({len(data)} bytes)")
-    print(f"format       version {format.VERSION}")
-    print(f"model        id {header.model_id}, quality {header.quality}, "
-          f"weights {header.fingerprint:08x}")
+    print(f"format       version {header.version}")
+    tables = ("" if header.tables_fingerprint is None
+              else f", tables {header.tables_fingerprint:08x}")
+    print(f"model        kind {header.kind_id}, quality {header.quality:g}, "
+          f"weights {header.fingerprint:08x}{tables}")
     print(f"image        {header.width}x{header.height} "
           f"({8 * len(data) / (header.width * header.height):.4f} bpp)")
-    print(f"latents      z {header.z_shape}, y {header.y_shape}")
+    if header.latent_shapes:
+        z, y = header.latent_shapes
+        print(f"latents      z {z}, y {y}")
     print(f"streams      {len(header.stream_lengths)}: {list(header.stream_lengths)} bytes")
     print(f"header       {len(data) - sum(header.stream_lengths)} bytes")
 
 
 def _eval(a: argparse.Namespace) -> None:
+    from .dataset import find_manifest
     from .evaluate import evaluate_folder
 
-    results = evaluate_folder(a.folder, a.quality, a.device, a.limit, precision=a.precision)
+    if find_manifest(a.folder) is not None:
+        _eval_manifest(a)
+        return
+
+    results = evaluate_folder(a.folder, a.quality, a.device, a.limit, precision=a.precision,
+                              model=a.model)
     for q, r in results.items():
-        print(f"\nquality {q}")
+        print(f"\nquality {q:g}")
         print(f"{'image':24s} {'bpp':>8s} {'PSNR':>8s} {'MS-SSIM':>8s} {'enc s':>8s} {'dec s':>8s}")
         for row in [*r["images"], {"name": "mean", **r["mean"]}]:
             print(f"{row['name']:24s} {row['bpp']:8.4f} {row['psnr']:8.3f} {row['ms_ssim']:8.5f} "
                   f"{row['encode_s']:8.3f} {row['decode_s']:8.3f}")
     if a.json:
-        Path(a.json).write_text(json.dumps({str(q): r for q, r in results.items()}, indent=1))
+        Path(a.json).write_text(json.dumps({f"{q:g}": r for q, r in results.items()}, indent=1))
         print(f"\nwrote {a.json}")
+
+
+def _eval_manifest(a: argparse.Namespace) -> None:
+    """eval of a compress-dir output: the figures its manifest recorded (nothing is coded)."""
+    from .dataset import read_manifest, summarize
+
+    s = summarize(read_manifest(a.folder))
+    print(f"images     {s['images']} ({s['failed']} failed)")
+    if s["images"]:
+        print(f"size       {s['bytes']} bytes, {s['bpp']:.4f} bpp (mean)")
+        measured = s["psnr"] is not None
+        print(f"PSNR       {s['psnr']:.3f} dB (mean)" if measured
+              else "PSNR       not measured (compress-dir --metrics)")
+        if measured:
+            print(f"MS-SSIM    {s['ms_ssim']:.5f} (mean)")
+    print(f"time       {s['seconds']:.1f} s (the images' own times, summed)")
+    if a.json:
+        Path(a.json).write_text(json.dumps(s, indent=1))
+        print(f"\nwrote {a.json}")
+
+
+def _compress_dir(a: argparse.Namespace) -> None:
+    from .dataset import MANIFEST, CompressOptions, compress_dir
+
+    options = CompressOptions(a.quality, a.model, a.metrics, a.device, a.precision,
+                              a.max_bytes)
+    workers = _workers(a)
+    manifest = Path(a.output) / MANIFEST
+    _run_dir(lambda: compress_dir(a.input, a.output, options, workers), "compressed",
+             f"manifest   {manifest}", f"their errors are in {manifest}")
+
+
+def _decompress_dir(a: argparse.Namespace) -> None:
+    from .dataset import decompress_dir
+
+    workers = _workers(a)
+    _run_dir(lambda: decompress_dir(a.input, a.output, workers, a.device, a.precision),
+             "decoded", f"images     {a.output}", "the first ones are listed above")
+
+
+def _workers(a: argparse.Namespace):
+    from .dataset import BATCH_IMAGES, Workers
+
+    return Workers(a.ray, a.workers, BATCH_IMAGES if a.batch is None else a.batch)
+
+
+def _run_dir(run, done: str, where: str, errors_at: str) -> None:
+    """A compress-dir or decompress-dir run and its report; exit status 1 if a file failed."""
+    try:
+        s = run()
+    except KeyboardInterrupt:
+        print("finished files are kept: run the same command again to resume", file=sys.stderr)
+        raise
+    print(f"files      {s.files}: {s.done} {done}, {s.skipped} done before, "
+          f"{len(s.failures)} failed")
+    print(f"time       {s.seconds:.1f} s, {s.images_per_second:.2f} images/s")
+    print(where)
+    for path, error in s.failures[:10]:
+        print(f"failed: {path}: {error}", file=sys.stderr)
+    if s.failures:
+        raise ValueError(f"{len(s.failures)} of {s.files} files failed ({errors_at})")
 
 
 def _demo(a: argparse.Namespace) -> None:
@@ -67,42 +160,47 @@ def _demo(a: argparse.Namespace) -> None:
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    codec = _codec(a)
     x = to_batch(samples.astronaut())[0]
-    if a.device:
-        x = x.to(a.device)
-    codec = Codec(a.quality, a.device, precision=a.precision)
     codec.compress(torch.rand(3, 64, 64))  # warm-up: load the model and its tables
     t0 = time.perf_counter()
     data = codec.compress(x)
     t1 = time.perf_counter()
-    x_hat = codec.decompress(data, a.device)
+    x_hat = codec.decompress(data)
     t2 = time.perf_counter()
     (out / "astronaut.nic").write_bytes(data)
     save_png(x_hat, out / "astronaut_decoded.png")
     h, w = x.shape[1:]
-    print(f"image      scikit-image astronaut, {w}x{h}, quality {a.quality}")
-    device = codec.device or torch.device("cpu")
+    device = x_hat.device
     dtype = resolve(codec.precision, device)
+    print(f"image      scikit-image astronaut, {w}x{h}, model {codec.model_name}, "
+          f"quality {codec.quality:g}")
     print(f"device     {device} (g_a and g_s in {str(dtype).removeprefix('torch.')}), "
           f"entropy coder {codec.coder_backend(device)}")
     print(f"stream     {out / 'astronaut.nic'}: {len(data)} bytes, "
           f"{8 * len(data) / (h * w):.4f} bpp")
     print(f"decoded    {out / 'astronaut_decoded.png'}")
-    print(f"PSNR       {psnr(x_hat, x):.2f} dB")
-    print(f"MS-SSIM    {ms_ssim(x_hat, x):.4f}")
+    print(f"PSNR       {psnr(x_hat.cpu(), x):.2f} dB")
+    print(f"MS-SSIM    {ms_ssim(x_hat.cpu(), x):.4f}")
     print(f"encode     {(t1 - t0) * 1000:.0f} ms")
     print(f"decode     {(t2 - t1) * 1000:.0f} ms")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m engine", description="nicengine image codec")
     sub = p.add_subparsers(dest="command", required=True)
+    models = sorted(zoo.shipped_models())
 
     c = sub.add_parser("compress", help="compress an image file")
     c.add_argument("input")
     c.add_argument("output")
-    c.add_argument("-q", "--quality", type=int, default=DEFAULT_QUALITY)
     c.add_argument("--drop-alpha", action="store_true", help="discard an alpha channel")
+    c.add_argument("--refine", choices=METHODS, help="refine the latents first (engine.Refine)")
+    c.add_argument("--iterations", type=int, default=500, help="refinement steps")
+    budget = c.add_mutually_exclusive_group()
+    budget.add_argument("--max-bytes", type=int, help="the highest quality that fits in this "
+                        "many bytes (variable-rate models)")
+    budget.add_argument("--target-bpp", type=float, help="the same, in bits per pixel")
     c.set_defaults(run=_compress)
 
     d = sub.add_parser("decompress", help="decode a stream to PNG")
@@ -115,25 +213,68 @@ def main(argv: list[str] | None = None) -> int:
     i.set_defaults(run=_info)
 
     e = sub.add_parser("eval", help="rate-distortion of a folder of images")
-    e.add_argument("folder")
-    e.add_argument("-q", "--quality", type=int, nargs="+", default=[DEFAULT_QUALITY])
+    e.add_argument("folder", help="images, or compress-dir's output (its manifest's figures)")
     e.add_argument("--json", help="write per-image and mean results to this file")
     e.add_argument("--limit", type=int, default=None, help="first N images only")
     e.set_defaults(run=_eval)
 
     m = sub.add_parser("demo", help="compress a sample photo and report the figures")
-    m.add_argument("-q", "--quality", type=int, default=DEFAULT_QUALITY)
     m.add_argument("--out", default="out")
     m.set_defaults(run=_demo)
 
-    for s in (c, d, e, m):
-        s.add_argument("--device", default=None, help="cpu, cuda, ... (default: cpu)")
+    cd = sub.add_parser("compress-dir", help="compress a folder of images (resumable)")
+    cd.add_argument("input")
+    cd.add_argument("output")
+    cd.add_argument("--metrics", action="store_true", help="record PSNR and MS-SSIM too")
+    cd.add_argument("--max-bytes", type=int, help="each image at the highest quality that fits "
+                    "in this many bytes (variable-rate models)")
+    cd.set_defaults(run=_compress_dir)
+
+    dd = sub.add_parser("decompress-dir", help="decode compress-dir's output to PNG")
+    dd.add_argument("input")
+    dd.add_argument("output")
+    dd.set_defaults(run=_decompress_dir)
+
+    for s in (cd, dd):
+        s.add_argument("--ray", metavar="ADDRESS", help="run on Ray: local (a cluster started "
+                       "for the run), auto or an address (join one)")
+        s.add_argument("--workers", type=int, help="processes or Ray actors (default: one per "
+                       "GPU of a Ray cluster, else one per CPU)")
+        s.add_argument("--batch", type=int,
+                       help="images per worker call (default: engine.dataset.BATCH_IMAGES)")
+
+    for s in (c, e, m, cd):
+        s.add_argument("--model", choices=models, default=DEFAULT_MODEL,
+                       help="shipped model to encode with")
+    for s in (c, m, cd):
+        s.add_argument("-q", "--quality", type=float, default=DEFAULT_QUALITY)
+    e.add_argument("-q", "--quality", type=float, nargs="+", default=[DEFAULT_QUALITY])
+    for s in (c, d, e, m, cd, dd):
+        s.add_argument("--device", default="auto", help=f"{DEVICES} (default: auto)")
         s.add_argument("--precision", choices=PRECISIONS, default="auto",
                        help="of g_a and g_s; auto: bfloat16 on CPUs with AMX, else float32")
-    a = p.parse_args(argv)
+    for s in (c, d):
+        s.add_argument("--weights", help="a weights file to use instead of the shipped models")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)  # usage errors: one line, exit status 2
+    if not hasattr(a, "weights"):
+        a.weights = None
     try:
         a.run(a)
-    except (CodecError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (CodecError, ValueError, OSError) as err:  # OSError: missing, unreadable, unwritable
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
+
+
+def _one_line(err: Exception) -> str:
+    text = str(err).strip() or type(err).__name__
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        text = f"{err.filename}: {err.strerror}"
+    return " ".join(text.split())

@@ -1,88 +1,114 @@
-"""The codec: images -> bytes -> images, for single images and batches.
+"""The codec: images -> bytes -> images, for single images and batches, for any model kind.
 
-Encoding: pad to a multiple of 64 -> g_a -> y -> h_a -> z -> round(z - median) -> h_s (float64)
--> (scales, means) -> symbols round(y - mean) and scale-table indexes -> rANS streams -> header.
-Decoding reverses it: the header's first stream opens with z, whose hyper-decoding gives the
-tables of y in every stream; then g_s, crop.
+Encoding: pad (the model's geometry) -> analyze -> latents (refined if asked) -> the model's
+coding passes (symbols and table indexes) -> streams -> one coder call for the whole batch ->
+header + streams. Decoding: header -> the model that made the stream -> the model's decoding
+coroutine asks for each pass's symbols by giving their table indexes; one coder call decodes that
+pass of every stream of every image -> the coroutine returns the image -> crop.
+
+Streams: the model's first WHOLE_PASSES passes go whole into stream 0; every later pass is cut
+into S equal runs, run s into stream s, so that S streams decode in parallel (docs/FORMAT.md).
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import coder, format, precision, zoo
-from .entropy.gaussian import SCALES, scale_indexes
 from .errors import CodecError
 from .images import ImageLike, to_batch
-from .models import ALIGN, MeanScaleHyperprior
+from .models import CodingModel, Encoded, ModelInfo
+from .models.base import Decoding, Latents
 from .precision import check as check_precision
 from .profiling import stage
 
 if TYPE_CHECKING:
     from .refine import Refine
 
-DEFAULT_QUALITY = 3
+DEFAULT_MODEL = zoo.DEFAULT_MODEL
+DEFAULT_QUALITY = zoo.DEFAULT_QUALITY
+DEVICES = "auto, cpu, cuda or cuda:N"
+MAX_PIXELS = 1 << 28  # the default limit on height x width, for encoding and decoding alike
+SYMBOLS_PER_STREAM = 4096  # no stream holds fewer split symbols than this
+
+
+@dataclass(frozen=True)
+class _Opened:
+    """A parsed stream and the model that decodes it."""
+
+    header: format.Header
+    model: CodingModel
+    streams: list[memoryview]
 
 
 class Codec:
-    """Holds loaded models (and their CDF tables) for repeated compress/decompress calls.
+    """Holds loaded models (and their coder tables) for repeated compress/decompress calls.
+    Safe to share between threads.
 
-    quality: the shipped model to encode with (decoding always uses the stream's own).
-    device: where the networks run ("cpu", "cuda", ...; default: the input tensor's device for
-        compress, CPU for decompress).
-    weights: a weights file or model to use instead of the shipped ones.
+    model, quality: the shipped model and level to encode with (`engine.zoo.shipped_models()`);
+        decoding always uses the stream's own.
+    device: where the networks run: "auto" (default: a CUDA tensor's own device, else the GPU
+        when torch sees one, else the CPU), "cpu", "cuda", "cuda:N".
+    weights: a weights file or a model (in eval mode) to use instead of the shipped ones.
     threads: coder threads (0: as many as torch uses).
     stream_bytes: target size of one coded stream. Each stream costs ~100 bytes of lane
         flushes, and streams decode in parallel: larger means smaller files, smaller means more
         parallel decoding of large images.
-    max_pixels: the largest image a stream may claim before decoding allocates anything.
-    precision: of g_a and g_s, "float32", "bfloat16" or "auto" (bfloat16 on CPUs with AMX;
-        see `engine.precision`). Streams decode at any precision.
+    max_pixels: the largest image (height x width) this codec encodes, and the largest a stream
+        may claim before decoding allocates anything; the default, 2^28, is the same on both
+        sides, so a default codec decodes whatever a default codec encodes.
+    precision: of the analysis and synthesis transforms, "float32", "bfloat16" or "auto"
+        (bfloat16 on CPUs with AMX; see `engine.precision`). Streams decode at any precision.
     """
 
-    def __init__(self, quality: int = DEFAULT_QUALITY, device: str | torch.device | None = None,
-                 weights: str | Path | MeanScaleHyperprior | None = None, threads: int = 0,
-                 stream_bytes: int = 16384, max_pixels: int = 1 << 28,
-                 precision: str = "auto") -> None:
+    def __init__(self, quality: float = DEFAULT_QUALITY, device: str | torch.device = "auto",
+                 weights: str | Path | CodingModel | None = None, threads: int = 0,
+                 stream_bytes: int = 16384, max_pixels: int = MAX_PIXELS,
+                 precision: str = "auto", model: str = DEFAULT_MODEL) -> None:
         self.precision = check_precision(precision)
-        self.quality = quality
-        self.device = None if device is None else torch.device(device)
+        self.device = _check_device(device)
+        if stream_bytes < 1 or max_pixels < 1 or threads < 0:
+            raise ValueError("stream_bytes and max_pixels must be positive, threads >= 0")
         self.threads = threads or torch.get_num_threads()
         self.stream_bytes = stream_bytes
         self.max_pixels = max_pixels
-        if isinstance(weights, (str, Path)):
-            weights = zoo.load_weights(weights)
-        self._custom = weights
-        self._models: dict[tuple[int, str], MeanScaleHyperprior] = {}
-        self._tables: dict[tuple[int, str], coder.CoderTables] = {}
+        if weights is None:
+            zoo.check_quality(model, quality)
+        else:
+            weights = _custom_model(weights)
+        self.model_name, self.quality, self._weights = model, quality, weights
+        self._lock = threading.Lock()
+        self._models: dict[tuple[int, str], CodingModel] = {}
+        self._coders: dict[tuple[int, str], coder.Coder] = {}
 
-    # --- models --------------------------------------------------------------------------------
+    # --- models and coders ---------------------------------------------------------------------
 
-    def model(self, quality: int | None = None, device: torch.device | str = "cpu"
-              ) -> MeanScaleHyperprior:
-        """The model for `quality` (the custom weights if given) on `device`, cached."""
-        device = torch.device(device)
-        q = self.quality if quality is None else quality
-        key = (q if self._custom is None else -1, str(device))
-        if key not in self._models:
-            base = self._custom if self._custom is not None else zoo.load_quality(q)
-            if not hasattr(base, "info"):
-                base.info = {"fingerprint": zoo.fingerprint(base)}
-            if base.training:
-                raise ValueError("the model is in training mode; call .eval() first")
-            # Not an inference-mode copy: refinement needs gradients through its weights.
-            with torch.inference_mode(False):
-                m = base if device == _param_device(base) else copy.deepcopy(base).to(device)
-            m.info = base.info
-            self._models[key] = m
-        return self._models[key]
+    def model(self, device: torch.device | str = "cpu") -> CodingModel:
+        """The model this codec encodes with, on `device` (cached)."""
+        return self._on_device(self._weights or zoo.load(self.model_name, self.quality),
+                               torch.device(device))
+
+    def _on_device(self, model: CodingModel, device: torch.device) -> CodingModel:
+        key = (id(model), str(device))
+        with self._lock:
+            if key not in self._models:
+                if next(model.parameters()).device == device:
+                    self._models[key] = model
+                else:
+                    # Not an inference-mode copy, whatever the caller's mode: refinement needs
+                    # gradients through these weights.
+                    with torch.inference_mode(False):
+                        moved = copy.deepcopy(model).to(device)
+                    moved.info = model.info
+                    self._models[key] = moved
+            return self._models[key]
 
     def coder_backend(self, device: str | torch.device) -> str:
         """Which entropy coder runs for networks on `device`: "cuda", or "cpu" (with the reason
@@ -92,230 +118,338 @@ class Codec:
             return "cpu"
         return "cuda" if coder.available() else f"cpu ({coder.unavailable_reason()})"
 
-    def _coder_tables(self, model: MeanScaleHyperprior, device: torch.device
-                      ) -> coder.CoderTables:
-        """The model's CDF tables on the coder for `device` (the GPU coder when it can run)."""
+    def _coder(self, model: CodingModel, device: torch.device) -> coder.Coder:
+        """The coder for networks on `device` (the GPU coder when it can run) with the model's
+        tables."""
         where = device if device.type == "cuda" and coder.available() else torch.device("cpu")
-        key = (model.info["fingerprint"], str(where))
-        if key not in self._tables:
-            self._tables[key] = coder.CoderTables(model.tables(), where, threads=self.threads)
-        return self._tables[key]
+        key = (model.info.fingerprint, str(where))
+        with self._lock:
+            if key not in self._coders:
+                self._coders[key] = coder.open_coder(model.tables(), where, self.threads)
+            return self._coders[key]
 
-    def _model_for(self, header: format.Header, device: torch.device) -> MeanScaleHyperprior:
-        if header.model_id != zoo.MODEL_ID:
-            raise CodecError(f"unknown model id {header.model_id}")
-        if self._custom is not None:
-            model = self.model(device=device)
-        elif header.quality in zoo.shipped_qualities():
-            model = self.model(header.quality, device)
-        else:
-            raise CodecError(f"the stream needs quality {header.quality}, which is not shipped "
-                             f"(available: {zoo.shipped_qualities()})")
-        if model.info["fingerprint"] != header.fingerprint:
-            raise CodecError(f"the stream was encoded with other weights (fingerprint "
-                             f"{header.fingerprint:08x}, this model is "
-                             f"{model.info['fingerprint']:08x})")
-        return model
+    def device_for(self, x: torch.Tensor | None = None) -> torch.device:
+        """Where the networks run for input x (None: for decoding): this codec's device, or for
+        "auto" a CUDA tensor's own device, else the GPU when torch sees one, else the CPU."""
+        if self.device is not None:
+            return self.device
+        if x is not None and x.device.type != "cpu":
+            return x.device
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     # --- compress ------------------------------------------------------------------------------
 
-    def compress(self, image: ImageLike, drop_alpha: bool = False,
-                 refine: Refine | None = None) -> bytes:
+    def compress(self, image: ImageLike, drop_alpha: bool = False, refine: Refine | None = None,
+                 max_bytes: int | None = None, target_bpp: float | None = None) -> bytes:
         """One image (see `engine.images.to_batch` for the accepted forms) -> bytes.
-        `refine`: optimise the latents before coding (`engine.refine`); the stream is ordinary."""
+        `refine`: optimise the latents before coding (`engine.refine`); the stream is ordinary.
+        `max_bytes` (or `target_bpp`): code at the highest quality whose stream fits instead of
+        this codec's quality (variable-rate models)."""
         x = to_batch(image, drop_alpha)
         if x.shape[0] != 1:
             raise ValueError(f"compress takes one image, got a batch of {x.shape[0]}; "
                              "use compress_batch")
-        return self.compress_batch([x], refine=refine)[0]
+        return self.compress_batch([x], refine=refine, max_bytes=max_bytes,
+                                   target_bpp=target_bpp)[0]
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def compress_batch(self, images: list[ImageLike] | torch.Tensor,
-                       drop_alpha: bool = False, refine: Refine | None = None) -> list[bytes]:
-        """Many images -> one bytes object each. Images of equal size share network passes and
-        all streams are coded in one parallel coder call. `refine`: as in `compress` (images of
-        equal size are refined together, each keeping its own best latents)."""
-        xs = [to_batch(im, drop_alpha) for im in images]
-        xs = [x[i : i + 1] for x in xs for i in range(x.shape[0])]
+                       drop_alpha: bool = False, refine: Refine | None = None,
+                       max_bytes: int | None = None, target_bpp: float | None = None
+                       ) -> list[bytes]:
+        """Many images -> one bytes object each, the same bytes as one `compress` each. Images
+        of equal size share network passes and all streams are coded in one coder call.
+        `refine`: as in `compress` (images of equal size are refined together, each keeping its
+        own best latents). `max_bytes`, `target_bpp`: as in `compress`, for each image."""
+        xs = [x[i : i + 1] for im in images for x in [to_batch(im, drop_alpha)]
+              for i in range(x.shape[0])]
+        if not xs:
+            return []
         for x in xs:
-            if x.shape[2] > format.MAX_SIDE or x.shape[3] > format.MAX_SIDE:
-                raise ValueError(f"images are limited to {format.MAX_SIDE} pixels a side")
-        device = self.device or xs[0].device
-        model = self.model(device=device)
-        tables = self._coder_tables(model, device)
-        headers, streams = [None] * len(xs), [None] * len(xs)
+            self._check_size(*x.shape[2:])
+        device = self.device_for(xs[0])
+        model = self.model(device)
+        if max_bytes is not None or target_bpp is not None:
+            if refine is not None:
+                raise ValueError("rate control and refinement cannot be combined")
+            return [self._fit(model, x.to(device), _budget(max_bytes, target_bpp, x))
+                    for x in xs]
+        quality = self._quality(model)
+        streams: list[list[list[coder.Segment]]] = [None] * len(xs)
         for idx in _groups([x.shape[2:] for x in xs]):
             batch = torch.cat([xs[i] for i in idx]).to(device)
-            encoded = self._encode_group(model, batch, tables.device, refine)
-            for i, (header, segs) in zip(idx, encoded, strict=True):
-                headers[i], streams[i] = header, segs
+            encoded = self._encode(model, self._latents(model, batch, quality, refine), quality)
+            for j, i in enumerate(idx):
+                streams[i] = self._segments(model, encoded, j)
+        return self._pack(model, device, quality, [x.shape[2:] for x in xs], streams)
+
+    def _pack(self, model: CodingModel, device: torch.device, quality: float,
+              sizes: list[tuple[int, int]], streams: list[list[list[coder.Segment]]]
+              ) -> list[bytes]:
+        """Every image's streams through one coder call, each behind its header."""
         with stage("entropy coding"):
-            # One coder call for every stream of the batch; one copy of the bytes to the host.
-            coded = coder.to_bytes(*coder.encode(tables, [s for segs in streams for s in segs]))
+            coded = self._coder(model, device).encode([s for segs in streams for s in segs])
         out, k = [], 0
-        for header, segs in zip(headers, streams, strict=True):
+        for (h, w), segs in zip(sizes, streams, strict=True):
             parts = coded[k : k + len(segs)]
             k += len(segs)
-            header = format.Header(**{**header.__dict__,
-                                      "stream_lengths": tuple(len(p) for p in parts)})
+            header = format.Header(model.KIND_ID, quality, model.info.fingerprint,
+                                   model.tables().fingerprint, h, w,
+                                   tuple(len(p) for p in parts))
             out.append(format.pack(header, parts))
         return out
 
-    def _encode_group(self, model: MeanScaleHyperprior, x: torch.Tensor,
-                      coder_device: torch.device, refine: Refine | None = None):
-        """(B, 3, H, W) on the model's device -> [(header without lengths, streams)] per image;
-        the streams' symbols and table indexes are tensors on `coder_device`."""
-        from kernels.quantize import quantize
+    def _fit(self, model: CodingModel, x: torch.Tensor, budget: int) -> bytes:
+        """The stream of x at the highest quality (on the header's 1/256 grid) that fits in
+        `budget` bytes, by bisection: the analysis runs once; gains, quantization and coding
+        repeat."""
+        if not model.VARIABLE_RATE:
+            raise ValueError(f"max_bytes and target_bpp need a variable-rate model; "
+                             f"{model.ARCH} codes fixed levels")
+        latents = self._latents(model, x, 0.0, None)
+        low, high = (round(q * format.QUALITY_UNITS) for q in model.quality_range())
 
-        b, _, h, w = x.shape
-        with stage("analysis"):
-            if refine is None:
-                dtype = precision.resolve(self.precision, x.device)
-                with precision.transforms_in(dtype, x.device):
-                    y, z = model.analyze(precision.layout(_pad(x), dtype))
+        def stream(units: int) -> bytes:
+            q = units / format.QUALITY_UNITS
+            encoded = self._encode(model, latents, q)
+            return self._pack(model, x.device, q, [x.shape[2:]],
+                              [self._segments(model, encoded, 0)])[0]
+
+        best = stream(low)
+        if len(best) > budget:
+            raise ValueError(f"the image needs {len(best)} bytes even at the lowest quality "
+                             f"({low / format.QUALITY_UNITS:g}), above the budget of {budget}")
+        top = stream(high)
+        if len(top) <= budget:
+            return top
+        while high - low > 1:  # invariant: low fits, high does not
+            mid = (low + high) // 2
+            candidate = stream(mid)
+            if len(candidate) <= budget:
+                low, best = mid, candidate
             else:
-                y, z = _refined(model, x, refine)
-        with stage("hyper"):
-            z_sym = model.entropy_z.symbols(z)
-            scales, means = model.hyper_decode(model.entropy_z.dequantize(z_sym))
-        with stage("quantize"):
-            bounds = torch.as_tensor(SCALES[:-1], dtype=scales.dtype, device=scales.device)
-            y_sym, y_lik, y_idx = quantize(y, scales, means, bounds)
-            y_bits = (-torch.log2(y_lik)).flatten(1).sum(1).tolist()
-        z_sym, y_sym = z_sym.to(coder_device), y_sym.to(coder_device)
-        y_idx = y_idx.to(coder_device) + model.num_z_tables
-        z_idx = _z_indexes(z_sym.shape[1:], coder_device)
-        result = []
-        for i in range(b):
-            ys, yi = y_sym[i].flatten(), y_idx[i].flatten()
-            n = self._stream_count(y_bits[i], ys.numel())
-            segs = [[part] for part in _split(ys, yi, n)]
-            segs[0].insert(0, (z_sym[i].flatten(), z_idx))
-            header = format.Header(zoo.MODEL_ID, model.info.get("quality", 0) or 0,
-                                   model.info["fingerprint"], h, w, tuple(z_sym.shape[1:]),
-                                   tuple(y_sym.shape[1:]), ())
-            result.append((header, segs))
-        return result
+                high = mid
+        return best
 
-    def _stream_count(self, bits: float, symbols: int) -> int:
-        by_size = round(bits / 8 / self.stream_bytes)
-        return int(max(1, min(by_size, symbols // 4096, format.MAX_STREAMS)))
+    def _check_size(self, height: int, width: int) -> None:
+        if height > format.MAX_SIDE or width > format.MAX_SIDE:
+            raise ValueError(f"images are limited to {format.MAX_SIDE} pixels a side, "
+                             f"not {width}x{height}")
+        if height * width > self.max_pixels:
+            raise ValueError(f"a {width}x{height} image has {height * width} pixels, above "
+                             f"this codec's max_pixels={self.max_pixels} (raise it to code "
+                             "larger images; decoders need the same setting)")
+
+    def _quality(self, model: CodingModel) -> float:
+        """The quality to code at: this codec's (on the header's grid) for a variable-rate
+        model, the weights' own level otherwise."""
+        if not model.VARIABLE_RATE:
+            return model.info.quality
+        quality = round(self.quality * format.QUALITY_UNITS) / format.QUALITY_UNITS
+        low, high = model.quality_range()
+        if not low <= quality <= high:
+            raise ValueError(f"quality {self.quality:g} is outside this model's range "
+                             f"[{low:g}, {high:g}]")
+        return quality
+
+    def _latents(self, model: CodingModel, x: torch.Tensor, quality: float,
+                 refine: Refine | None) -> Latents:
+        with stage("analysis"):
+            if refine is not None:
+                from .refine import refine_latents
+
+                return refine_latents(model, x, refine, quality)[0]
+            with precision.transforms_in(self._dtype(x.device), x.device):
+                return model.analyze(model.pad(x))
+
+    @staticmethod
+    def _encode(model: CodingModel, latents: Latents, quality: float) -> Encoded:
+        with stage("quantize"):
+            return model.encode_latents(latents, quality)
+
+    def _segments(self, model: CodingModel, encoded: Encoded, i: int
+                  ) -> list[list[coder.Segment]]:
+        """Image i's streams: the whole passes in stream 0, then a run of every later pass in
+        each stream."""
+        passes = [(s[i], k[i]) for s, k in zip(encoded.symbols, encoded.indexes, strict=True)]
+        whole, split = passes[: model.WHOLE_PASSES], passes[model.WHOLE_PASSES :]
+        by_size = round(float(encoded.bits[i]) / 8 / self.stream_bytes)
+        count = max(1, min(by_size, _max_streams(sum(s.numel() for s, _ in split))))
+        streams = [[] for _ in range(count)]
+        streams[0] += whole
+        for symbols, indexes in split:
+            for s, (a, e) in enumerate(_runs(symbols.numel(), count)):
+                streams[s].append((symbols[a:e], indexes[a:e]))
+        return streams
+
+    def _dtype(self, device: torch.device) -> torch.dtype:
+        return precision.resolve(self.precision, device)
 
     # --- decompress ----------------------------------------------------------------------------
 
     def decompress(self, data: bytes, device: str | torch.device | None = None) -> torch.Tensor:
-        """bytes -> (3, H, W) float32 image in [0, 1]."""
+        """bytes -> (3, H, W) float32 image in [0, 1], on the device the networks ran on
+        (`device`, default: this codec's)."""
         return self.decompress_batch([data], device)[0]
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def decompress_batch(self, streams: list[bytes], device: str | torch.device | None = None
                          ) -> list[torch.Tensor]:
-        """Decode many streams. All coded streams of one model decode together, one coder call
-        for every z and one for every y, uploaded to the GPU coder at once when it runs."""
-        device = torch.device(device or self.device or "cpu")
-        parsed = [self._open(data, device) for data in streams]
-        out = [None] * len(parsed)
-        for idx in _groups([(p[1].info["fingerprint"],) for p in parsed]):
-            images = self._decode_one_model([parsed[i] for i in idx], device)
+        """Decode many streams. The streams of one model decode together: one coder call per
+        coding pass for all of them."""
+        device = _check_device(device) or self.device_for()
+        opened = [self._open(data, device) for data in streams]
+        out: list[torch.Tensor] = [None] * len(opened)
+        for idx in _groups([(id(o.model),) for o in opened]):
+            images = self._decode_one_model([opened[i] for i in idx], device)
             for i, x in zip(idx, images, strict=True):
                 out[i] = x
         return out
 
-    def _decode_one_model(self, parsed: list, device: torch.device) -> list[torch.Tensor]:
-        """Images that share a model: z of every image, hyper-decoding per size, y, synthesis."""
-        model = parsed[0][1]
-        tables = self._coder_tables(model, device)
-        firsts = np.cumsum([0] + [len(views) for _, _, views in parsed]).tolist()
-        dec = coder.Decoder(tables, [v for _, _, views in parsed for v in views])
-        z_jobs = [None] * firsts[-1]
-        for i, (header, _, _) in enumerate(parsed):
-            z_jobs[firsts[i]] = _z_indexes(header.z_shape, tables.device)
+    def _decode_one_model(self, opened: list[_Opened], device: torch.device
+                          ) -> list[torch.Tensor]:
+        """Streams of one model: each pass of every image in one coder call; images of equal
+        size and quality share network passes."""
+        model = opened[0].model
+        starts = [0]  # image i's streams are the decoder's streams starts[i] .. starts[i + 1]
+        for o in opened:
+            starts.append(starts[-1] + len(o.streams))
+        dec = self._coder(model, device).decoder([s for o in opened for s in o.streams])
+        with precision.transforms_in(self._dtype(device), device):
+            groups = []
+            for members in _groups([(o.header.height, o.header.width, o.header.quality)
+                                    for o in opened]):
+                h = opened[members[0]].header
+                groups.append(_Pending(members, model.decode(len(members), h.height, h.width,
+                                                             h.quality, device)))
+                groups[-1].indexes = next(groups[-1].decoding)
+            for k in range(len(model.pass_shapes(1, 1))):
+                jobs: list[torch.Tensor | None] = [None] * starts[-1]
+                for g in groups:
+                    for j, i in enumerate(g.members):
+                        runs = self._runs_of(model, k, starts[i + 1] - starts[i], g.indexes[j])
+                        jobs[starts[i] : starts[i] + len(runs)] = runs
+                with stage("entropy coding"):
+                    symbols = dec.decode(jobs)
+                for g in groups:
+                    g.receive(torch.stack([torch.cat(symbols[starts[i] : starts[i + 1]])
+                                           for i in g.members]))
         with stage("entropy coding"):
-            z_syms = dec.decode(z_jobs)
-        y_jobs, y_means = [None] * firsts[-1], [None] * len(parsed)
-        sizes = _groups([(h.height, h.width) for h, _, _ in parsed])
-        for idx in sizes:
-            header = parsed[idx[0]][0]
-            z = torch.stack([z_syms[firsts[i]] for i in idx]).view(len(idx), *header.z_shape)
-            with stage("hyper"):
-                scales, means = model.hyper_decode(model.entropy_z.dequantize(z.to(device)))
-                y_idx = (scale_indexes(scales) + model.num_z_tables).to(tables.device)
-            for j, i in enumerate(idx):
-                y_means[i] = means[j]
-                flat = y_idx[j].flatten()
-                for s, (_, part) in enumerate(_split(flat, flat, firsts[i + 1] - firsts[i])):
-                    y_jobs[firsts[i] + s] = part
-        with stage("entropy coding"):
-            y_syms = dec.decode(y_jobs)
             dec.finish()
-        out = [None] * len(parsed)
-        for idx in sizes:
-            header = parsed[idx[0]][0]
-            y_hat = torch.stack([
-                torch.cat(y_syms[firsts[i] : firsts[i + 1]]).view(*header.y_shape).to(device)
-                + y_means[i] for i in idx]).float()
-            with stage("synthesis"):
-                dtype = precision.resolve(self.precision, device)
-                with precision.transforms_in(dtype, device):
-                    x_hat = model.synthesize(precision.layout(y_hat, dtype))
-                x_hat = x_hat[:, :, : header.height, : header.width]
-            for j, i in enumerate(idx):
-                out[i] = x_hat[j]
+        out: list[torch.Tensor] = [None] * len(opened)
+        for g in groups:
+            if g.images is None:
+                raise RuntimeError(f"{type(model).__name__}.decode wants more passes than "
+                                   "pass_shapes lists")
+            for j, i in enumerate(g.members):
+                out[i] = g.images[j, :, : opened[i].header.height, : opened[i].header.width]
         return out
 
-    def _open(self, data: bytes, device: torch.device):
-        header, views = format.unpack(data)
+    @staticmethod
+    def _runs_of(model: CodingModel, k: int, count: int, indexes: torch.Tensor
+                 ) -> list[torch.Tensor]:
+        """Pass k's table indexes as the encoder cut them: whole in stream 0, or in `count`
+        runs."""
+        if k < model.WHOLE_PASSES:
+            return [indexes]
+        return [indexes[a:e] for a, e in _runs(indexes.numel(), count)]
+
+    def _open(self, data: bytes, device: torch.device) -> _Opened:
+        header, streams = format.unpack(data)
         if header.height * header.width > self.max_pixels:
-            raise CodecError(f"the stream claims a {header.height}x{header.width} image, above "
+            raise CodecError(f"the stream claims a {header.width}x{header.height} image, above "
                              f"this codec's max_pixels={self.max_pixels}")
-        model = self._model_for(header, device)
-        hp, wp = _padded(header.height), _padded(header.width)
-        c = model.config
-        expect_y, expect_z = (c.M, hp // 16, wp // 16), (c.N, hp // 64, wp // 64)
-        if header.y_shape != expect_y or header.z_shape != expect_z:
-            raise CodecError(f"latent shapes {header.y_shape}, {header.z_shape} do not match a "
-                             f"{header.height}x{header.width} image ({expect_y}, {expect_z})")
-        if len(views) > max(1, math.prod(expect_y) // 4096):
-            raise CodecError(f"too many streams ({len(views)}) for the latent size")
-        return header, model, views
+        model = self._on_device(self._model_for(header), device)
+        shapes = model.pass_shapes(header.height, header.width)
+        if header.latent_shapes and list(header.latent_shapes) != shapes:
+            raise CodecError(f"latent shapes {list(header.latent_shapes)} do not match a "
+                             f"{header.width}x{header.height} image ({shapes})")
+        split = sum(math.prod(s) for s in shapes[model.WHOLE_PASSES :])
+        if len(streams) > _max_streams(split):
+            raise CodecError(f"too many streams ({len(streams)}) for the latent size")
+        return _Opened(header, model, streams)
+
+    def _model_for(self, header: format.Header) -> CodingModel:
+        if self._weights is None:
+            model = zoo.for_stream(header.kind_id, header.quality, header.fingerprint)
+        else:
+            model = self._weights
+            if header.kind_id != model.KIND_ID:
+                raise CodecError(f"the stream was made by model kind {header.kind_id}, these "
+                                 f"weights are kind {model.KIND_ID} ({model.ARCH})")
+            if model.info.fingerprint != header.fingerprint:
+                raise CodecError(f"the stream was encoded with other weights (fingerprint "
+                                 f"{header.fingerprint:08x}, these are "
+                                 f"{model.info.fingerprint:08x})")
+        if header.tables_fingerprint not in (None, model.tables().fingerprint):
+            raise CodecError(f"the stream was coded with other CDF tables (fingerprint "
+                             f"{header.tables_fingerprint:08x}, this engine derives "
+                             f"{model.tables().fingerprint:08x} from the same weights)")
+        return model
 
 
-def _refined(model: MeanScaleHyperprior, x: torch.Tensor, refine: Refine
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Refined latents (`engine.refine`); its gradients need a break from inference mode."""
-    from .refine import refine_latents
+@dataclass
+class _Pending:
+    """Images of one size and quality decoding together: their model's decoding coroutine, the
+    table indexes it asked for last, and at the end their (padded) images."""
 
-    with torch.inference_mode(False), torch.enable_grad():
-        y, z, _ = refine_latents(model, x.clone(), refine)
-    return y, z
+    members: list[int]
+    decoding: Decoding
+    indexes: torch.Tensor | None = None
+    images: torch.Tensor | None = None
 
-
-def _param_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _padded(n: int) -> int:
-    return -(-n // ALIGN) * ALIGN
-
-
-def _pad(x: torch.Tensor) -> torch.Tensor:
-    """Replicate the last row and column up to a multiple of ALIGN (cropped after decoding)."""
-    h, w = x.shape[2:]
-    ph, pw = _padded(h) - h, _padded(w) - w
-    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+    def receive(self, symbols: torch.Tensor) -> None:
+        """Give the coroutine the symbols of the pass it asked for."""
+        try:
+            self.indexes = self.decoding.send(symbols)
+        except StopIteration as finished:
+            self.images = finished.value
 
 
-def _z_indexes(shape: tuple[int, int, int], device: torch.device) -> torch.Tensor:
-    """z's table index of every element in (C, H, W) order: its channel."""
-    c, h, w = shape
-    return torch.arange(c, dtype=torch.int32, device=device).repeat_interleave(h * w)
+def _budget(max_bytes: int | None, target_bpp: float | None, x: torch.Tensor) -> int:
+    """The byte budget of image x (1, 3, H, W) from exactly one of the two limits."""
+    if (max_bytes is None) == (target_bpp is None):
+        raise ValueError("give max_bytes or target_bpp, not both")
+    if target_bpp is not None:
+        if not target_bpp > 0:
+            raise ValueError(f"target_bpp must be positive, not {target_bpp}")
+        return int(target_bpp * x.shape[2] * x.shape[3] / 8)
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes must be positive, not {max_bytes}")
+    return max_bytes
 
 
-def _split(values: torch.Tensor, indexes: torch.Tensor, n: int
-           ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """n equal runs of y for n streams: run s is [floor(s len / n), floor((s + 1) len / n))."""
-    cuts = [values.numel() * s // n for s in range(n + 1)]
-    return [(values[a:e], indexes[a:e]) for a, e in zip(cuts, cuts[1:], strict=False)]
+def _custom_model(weights: str | Path | CodingModel) -> CodingModel:
+    if isinstance(weights, (str, Path)):
+        return zoo.load_weights(weights)
+    if not isinstance(weights, CodingModel):
+        raise TypeError(f"weights must be a path or a model, not {type(weights).__name__}")
+    if weights.training:
+        raise ValueError("the model is in training mode; call .eval() first")
+    if weights.info is None:
+        weights.info = ModelInfo(zoo.fingerprint(weights))
+    return weights
+
+
+def _check_device(device: str | torch.device | None) -> torch.device | None:
+    """None for "auto" (and None); ValueError for what torch does not know as a device."""
+    if device is None or device == "auto":
+        return None
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; expected {DEVICES}") from None
+
+
+def _max_streams(split_symbols: int) -> int:
+    """The most streams a pass layout may use: one per SYMBOLS_PER_STREAM split symbols."""
+    return max(1, min(split_symbols // SYMBOLS_PER_STREAM, format.MAX_STREAMS))
+
+
+def _runs(n: int, count: int) -> list[tuple[int, int]]:
+    """`count` runs of n symbols: run s is [floor(s n / count), floor((s + 1) n / count))."""
+    cuts = [n * s // count for s in range(count + 1)]
+    return list(zip(cuts, cuts[1:], strict=False))
 
 
 def _groups(keys: list) -> list[list[int]]:

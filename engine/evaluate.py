@@ -8,25 +8,25 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .codec import Codec
+from .codec import DEFAULT_MODEL, Codec
 from .images import list_images, to_batch
 from .metrics import ms_ssim, psnr
 
 
-def _sync(device: torch.device | None) -> None:
-    if device is not None and device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _sync() -> None:
+    if torch.cuda.is_available():  # GPU work is asynchronous: time it to its end
+        torch.cuda.synchronize()
 
 
 def evaluate_image(codec: Codec, x: torch.Tensor) -> dict[str, float]:
     """x (3, H, W) in [0, 1] -> bytes, bpp, psnr, ms_ssim, encode_s, decode_s."""
-    _sync(codec.device)
+    _sync()
     t0 = time.perf_counter()
     data = codec.compress(x)
-    _sync(codec.device)
+    _sync()
     t1 = time.perf_counter()
-    x_hat = codec.decompress(data, codec.device)
-    _sync(codec.device)
+    x_hat = codec.decompress(data)
+    _sync()
     t2 = time.perf_counter()
     x, x_hat = x.cpu(), x_hat.cpu()
     return {"bytes": len(data), "bpp": 8 * len(data) / (x.shape[1] * x.shape[2]),
@@ -34,21 +34,21 @@ def evaluate_image(codec: Codec, x: torch.Tensor) -> dict[str, float]:
             "encode_s": t1 - t0, "decode_s": t2 - t1}
 
 
-def evaluate_folder(folder: str | Path, qualities: list[int], device: str | None = None,
-                    limit: int | None = None, progress: bool = True, precision: str = "auto"
-                    ) -> dict:
+def evaluate_folder(folder: str | Path, qualities: list[float], device: str = "auto",
+                    limit: int | None = None, progress: bool = True, precision: str = "auto",
+                    model: str = DEFAULT_MODEL) -> dict:
     """{quality: {"images": [{name, bytes, bpp, ...}], "mean": {bpp, psnr, ...}}};
-    `precision` as in `Codec`."""
+    `device`, `precision` and `model` as in `Codec`."""
     paths = list_images(folder)[:limit]
     images = [(p.name, to_batch(p)[0]) for p in paths]
     results = {}
     bar = tqdm(total=len(images) * len(qualities), disable=not progress, unit="img")
     for q in qualities:
-        codec = Codec(q, device, precision=precision)
+        codec = Codec(q, device, precision=precision, model=model)
         codec.compress(torch.rand(3, 64, 64))  # warm-up: load the model, build the tables
         rows = []
         for name, x in images:
-            x = x.to(codec.device) if codec.device is not None else x
+            x = x.to(codec.device_for(x))
             rows.append({"name": name, **evaluate_image(codec, x)})
             bar.set_postfix(q=q, bpp=f"{rows[-1]['bpp']:.3f}", psnr=f"{rows[-1]['psnr']:.2f}")
             bar.update(1)

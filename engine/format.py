@@ -1,14 +1,18 @@
 """The bitstream container: a versioned header, a stream table and the coded streams.
 
-Layout (docs/FORMAT.md has the full description):
+Version 2 (written), docs/FORMAT.md has the full description:
 
-    magic "\\x89NIC" | version u8 | model id u8 | quality u8 | flags u8 | fingerprint u32 |
-    height, width | z shape (C, H, W) | y shape (C, H, W) | stream count | stream lengths |
-    crc32 u32 | payload (the streams, back to back)
+    magic "\\x89NIC" | version u8 = 2 | model kind u8 | flags u8 | quality u16 (1/256 units) |
+    weights fingerprint u32 | tables fingerprint u32 | height, width | stream count |
+    stream lengths | crc32 u32 | payload (the streams, back to back)
 
-Integers after `fingerprint` are unsigned LEB128 varints of at most 5 bytes; fixed-width fields
-are little-endian. The CRC32 covers every header byte before it and the whole payload. Every
-field is range-checked before anything is allocated from it, and every problem raises
+Version 1 (still read): magic | version u8 = 1 | model kind u8 | quality u8 | flags u8 |
+weights fingerprint u32 | height, width | z shape (C, H, W) | y shape (C, H, W) | stream count |
+stream lengths | crc32 u32 | payload.
+
+Integers after the fixed fields are unsigned LEB128 varints of at most 5 bytes; fixed-width
+fields are little-endian. The CRC32 covers every header byte before it and the whole payload.
+Every field is range-checked before anything is allocated from it, and every problem raises
 `CodecError` saying what is wrong.
 """
 
@@ -18,37 +22,56 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from .coder import STREAM_HEADER_BYTES
 from .errors import CodecError
 
 MAGIC = b"\x89NIC"
-VERSION = 1
+SUFFIX = ".nic"  # the file name extension of a stream
+VERSION = 2  # what the encoder writes; version 1 streams are read too
 MAX_SIDE = 1 << 16  # image height and width, in pixels
-MAX_LATENT = 1 << 14  # latent channels, height and width
+MAX_LATENT = 1 << 14  # latent channels, height and width (version 1 headers)
 MAX_STREAMS = 1 << 12
-STREAM_HEADER_BYTES = 128  # the 32 lane states that open every coded stream
-_FIXED = struct.Struct("<4sBBBBI")
+MAX_QUALITY = (1 << 16) - 1  # in QUALITY_UNITS
+QUALITY_UNITS = 256  # version 2 stores quality * 256 (so 3.5 is exact)
+_V1 = struct.Struct("<4sBBBBI")
+_V2 = struct.Struct("<4sBBBHII")
 
 
 @dataclass(frozen=True)
 class Header:
-    model_id: int
-    quality: int
+    """What a stream's header says. `tables_fingerprint` is None and `latent_shapes` holds the
+    (z, y) shapes in version 1 streams; in version 2, latent shapes follow from the model."""
+
+    kind_id: int
+    quality: float
     fingerprint: int
+    tables_fingerprint: int | None
     height: int
     width: int
-    z_shape: tuple[int, int, int]
-    y_shape: tuple[int, int, int]
     stream_lengths: tuple[int, ...]
+    version: int = VERSION
+    latent_shapes: tuple[tuple[int, ...], ...] = ()
+
+
+def quality_code(quality: float) -> int:
+    """The header's integer for `quality`: ValueError unless it is on the 1/256 grid in range.
+    (The codec rounds a variable-rate quality to the grid before coding with it.)"""
+    code = quality * QUALITY_UNITS
+    if not (0 <= code <= MAX_QUALITY and code == int(code)):
+        raise ValueError(f"quality {quality} is not a multiple of 1/{QUALITY_UNITS} in "
+                         f"[0, {MAX_QUALITY / QUALITY_UNITS}]")
+    return int(code)
 
 
 def pack(header: Header, streams: list[bytes]) -> bytes:
-    """Serialise a header and its coded streams into one bytes object."""
+    """Serialise a version 2 header and its coded streams into one bytes object."""
     if [len(s) for s in streams] != list(header.stream_lengths):
         raise ValueError("stream lengths do not match the header")
-    out = bytearray(_FIXED.pack(MAGIC, VERSION, header.model_id, header.quality, 0,
-                                header.fingerprint))
-    for v in (header.height, header.width, *header.z_shape, *header.y_shape,
-              len(streams), *header.stream_lengths):
+    if header.version != VERSION or header.tables_fingerprint is None:
+        raise ValueError(f"only version {VERSION} headers are written")
+    out = bytearray(_V2.pack(MAGIC, VERSION, header.kind_id, 0, quality_code(header.quality),
+                             header.fingerprint, header.tables_fingerprint))
+    for v in (header.height, header.width, len(streams), *header.stream_lengths):
         _put_varint(out, v)
     crc = zlib.crc32(out)
     for s in streams:
@@ -60,18 +83,30 @@ def pack(header: Header, streams: list[bytes]) -> bytes:
 
 
 def unpack(data: bytes | bytearray | memoryview) -> tuple[Header, list[memoryview]]:
-    """Parse and validate a stream; returns the header and a view of each coded stream."""
+    """Parse and validate a stream of either version; returns the header and a view of each
+    coded stream."""
     view = memoryview(data).cast("B")
-    if len(view) < _FIXED.size:
-        raise CodecError(f"stream too short for a header ({len(view)} bytes)")
-    magic, version, model_id, quality, flags, fingerprint = _FIXED.unpack_from(view)
-    if magic != MAGIC:
+    if not view:
+        raise CodecError("empty stream (0 bytes)")
+    if len(view) < 5 or bytes(view[:4]) != MAGIC:
+        if len(view) < len(MAGIC) and bytes(view) == MAGIC[: len(view)]:
+            raise CodecError(f"truncated: {len(view)} bytes, not even a header")
         raise CodecError("not a nicengine stream (bad magic number)")
-    if version != VERSION:
-        raise CodecError(f"unsupported format version {version} (this engine reads {VERSION})")
+    version = view[4]
+    if version not in (1, 2):
+        raise CodecError(f"unsupported format version {version} (this engine reads 1 and 2)")
+    fixed = _V1 if version == 1 else _V2
+    if len(view) < fixed.size:
+        raise CodecError(f"truncated: {len(view)} bytes, inside the header's fixed fields")
+    if version == 1:
+        _, _, kind_id, quality, flags, fp = fixed.unpack_from(view)
+        tables_fp = None
+    else:
+        _, _, kind_id, flags, quality, fp, tables_fp = fixed.unpack_from(view)
+        quality /= QUALITY_UNITS
     if flags != 0:
         raise CodecError(f"unknown header flags {flags:#x}")
-    pos = _FIXED.size
+    pos = fixed.size
 
     def field(name: str, lo: int, hi: int) -> int:
         nonlocal pos
@@ -82,28 +117,33 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[Header, list[memoryvie
 
     height = field("height", 1, MAX_SIDE)
     width = field("width", 1, MAX_SIDE)
-    z_shape = tuple(field(f"z_shape[{i}]", 1, MAX_LATENT) for i in range(3))
-    y_shape = tuple(field(f"y_shape[{i}]", 1, MAX_LATENT) for i in range(3))
+    shapes: tuple[tuple[int, ...], ...] = ()
+    if version == 1:
+        shapes = tuple(tuple(field(f"{name}_shape[{i}]", 1, MAX_LATENT) for i in range(3))
+                       for name in ("z", "y"))
     count = field("stream count", 1, MAX_STREAMS)
-    remaining = len(view) - pos
-    lengths = tuple(field(f"stream length[{i}]", STREAM_HEADER_BYTES, remaining)
+    lengths = tuple(field(f"stream length[{i}]", STREAM_HEADER_BYTES, (1 << 32) - 1)
                     for i in range(count))
     if any(n % 2 for n in lengths):
         raise CodecError("a stream length is odd (streams hold 16-bit words)")
     if pos + 4 > len(view):
-        raise CodecError("stream truncated inside the header")
+        raise CodecError(f"truncated: {len(view)} bytes, inside the header's CRC32")
     (crc,) = struct.unpack_from("<I", view, pos)
     payload = view[pos + 4 :]
-    if sum(lengths) != len(payload):
-        raise CodecError(f"payload holds {len(payload)} bytes but the stream table says "
-                         f"{sum(lengths)} (truncated or padded stream)")
-    if zlib.crc32(payload, zlib.crc32(view[:pos])) != crc:
-        raise CodecError("CRC32 mismatch: the stream is corrupted")
     streams, start = [], 0
-    for n in lengths:
+    for i, n in enumerate(lengths):
+        if start + n > len(payload):
+            raise CodecError(f"truncated: stream {i} needs {n} bytes, "
+                             f"{len(payload) - start} remain")
         streams.append(payload[start : start + n])
         start += n
-    header = Header(model_id, quality, fingerprint, height, width, z_shape, y_shape, lengths)
+    if start != len(payload):
+        raise CodecError(f"{len(payload) - start} bytes after the last stream (a padded or "
+                         "concatenated file?)")
+    if zlib.crc32(payload, zlib.crc32(view[:pos])) != crc:
+        raise CodecError("CRC32 mismatch: the stream is corrupted")
+    header = Header(kind_id, float(quality), fp, tables_fp, height, width, lengths, version,
+                    shapes)
     return header, streams
 
 
@@ -120,7 +160,7 @@ def _get_varint(view: memoryview, pos: int, name: str) -> tuple[int, int]:
     value = 0
     for i in range(5):
         if pos + i >= len(view):
-            raise CodecError(f"stream truncated inside the header (reading {name})")
+            raise CodecError(f"truncated: {len(view)} bytes, inside the header (reading {name})")
         byte = view[pos + i]
         value |= (byte & 0x7F) << (7 * i)
         if not byte & 0x80:

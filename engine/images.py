@@ -28,11 +28,7 @@ def to_batch(image: ImageLike, drop_alpha: bool = False) -> torch.Tensor:
     (alpha) channel is an error unless `drop_alpha` is set.
     """
     if isinstance(image, (str, Path)):
-        path = Path(image)
-        if not path.is_file():
-            raise FileNotFoundError(f"no such image file: {path}")
-        with Image.open(path) as im:
-            return to_batch(_pil_array(im), drop_alpha)
+        return to_batch(_read_image(Path(image)), drop_alpha)
     if isinstance(image, Image.Image):
         return to_batch(_pil_array(image), drop_alpha)
     if isinstance(image, np.ndarray):
@@ -74,6 +70,29 @@ def to_batch(image: ImageLike, drop_alpha: bool = False) -> torch.Tensor:
     if lo < 0 or hi > 1:
         raise ValueError(f"float images must lie in [0, 1]; this one spans [{lo:.4g}, {hi:.4g}]")
     return x.contiguous()
+
+
+def read_file(path: str | Path) -> bytes:
+    """A file's bytes; FileNotFoundError / IsADirectoryError name the path."""
+    path = Path(path)
+    if not path.is_file():
+        raise (IsADirectoryError if path.is_dir() else FileNotFoundError)(
+            f"{path}: {'a folder, not a file' if path.is_dir() else 'no such file'}")
+    return path.read_bytes()
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """The pixels of an image file; ValueError for a file Pillow cannot decode."""
+    if not path.is_file():
+        read_file(path)  # raises the error that names the problem
+    try:
+        with Image.open(path) as im:
+            return _pil_array(im)
+    except (OSError, Image.DecompressionBombError, SyntaxError) as e:
+        # PIL reports unknown formats, truncated data and oversized images this way.
+        if isinstance(e, PermissionError):
+            raise
+        raise ValueError(f"{path}: not an image Pillow can read ({e})") from None
 
 
 def _pil_array(im: Image.Image) -> np.ndarray:

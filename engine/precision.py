@@ -54,7 +54,10 @@ def transforms_in(dtype: torch.dtype, device: torch.device) -> Iterator[None]:
         yield
 
 
-def layout(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Channels-last for the reduced-precision path (oneDNN's fast bfloat16 convolutions want it;
-    NCHW bfloat16 is slower than float32), x unchanged otherwise."""
-    return x if dtype == torch.float32 else x.contiguous(memory_format=torch.channels_last)
+def layout(x: torch.Tensor) -> torch.Tensor:
+    """Channels-last under reduced-precision autocast (oneDNN's fast bfloat16 convolutions want
+    it; NCHW bfloat16 is slower than float32), x unchanged otherwise. The transforms call it on
+    their input, so the codec only chooses the precision (`transforms_in`)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return x.contiguous(memory_format=torch.channels_last)
+    return x

@@ -1,4 +1,4 @@
-"""Kernel or reference: the one decision every fused kernel makes, and what the kernels share.
+"""The kernels' entry points: for each call, the Triton kernel or its PyTorch reference.
 
 NIC_KERNELS (read on every call, so it can be switched at run time):
     auto       (default) Triton for CUDA tensors when triton is installed, the reference
@@ -6,50 +6,33 @@ NIC_KERNELS (read on every call, so it can be switched at run time):
     reference  never Triton;
     triton     always Triton, CPU tensors included (these run under TRITON_INTERPRET=1: how CI
                tests the kernels).
-Triton is optional and imported on the first launch of a kernel, not with the modules: that
-keeps `import kernels.*` working without it, and TRITON_INTERPRET may be set until then (triton
-reads it when it is imported and when it decorates a kernel).
+Whatever the mode, a call takes the reference for dtypes its kernel lacks, and for inputs that
+need a gradient unless the kernel has a backward.
+
+Triton is optional (`pip install nicengine[triton]`). This module is the only one that imports
+the Triton modules (kernels/gdn.py, subpel.py, quantize.py, sga.py), inside the calls that run
+them: without triton the engine imports and runs on the references, and TRITON_INTERPRET may be
+set until the first kernel runs (triton reads it when it is imported and when it decorates a
+kernel).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import threading
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-tl = None  # triton.language, bound by `load`: the shared @jit helpers at the end use it
+from .gdn_reference import gdn_reference
+from .quantize_reference import likelihood_reference, quantize_reference, quantize_train_reference
+from .sga_reference import num_classes, sga_round_reference
+from .subpel_reference import subpel_igdn_reference, subpel_reference
 
 MODES = ("auto", "reference", "triton")
 NETWORK_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 FLOAT_DTYPES = (*NETWORK_DTYPES, torch.float64)
 _HAVE_TRITON = importlib.util.find_spec("triton") is not None
-_load_lock = threading.Lock()
-
-
-def jit(fn: Callable) -> Callable:
-    """Marks a Triton function of a kernel module; `load` applies triton.jit to it."""
-    fn.triton_jit = True
-    return fn
-
-
-def load(namespace: dict) -> None:
-    """On a kernel module's first launch: import triton, bind the module's `tl` and replace the
-    functions `jit` marked by triton.jit ones."""
-    if namespace["tl"] is not None:
-        return
-    with _load_lock:
-        if namespace["tl"] is None:
-            import triton
-            import triton.language as tl
-
-            for name, value in list(namespace.items()):
-                if getattr(value, "triton_jit", False):
-                    namespace[name] = triton.jit(value)
-            namespace["tl"] = globals()["tl"] = tl
 
 
 def use_triton(*tensors: Tensor, dtypes: tuple[torch.dtype, ...] = NETWORK_DTYPES,
@@ -70,35 +53,85 @@ def use_triton(*tensors: Tensor, dtypes: tuple[torch.dtype, ...] = NETWORK_DTYPE
     return mode == "triton" or all(t.is_cuda for t in tensors)
 
 
-def empty(shape: torch.Size | tuple[int, ...], dtype: torch.dtype, device: torch.device
-          ) -> Tensor:
-    """Every kernel output is allocated here (the tests poison it to catch unwritten elements)."""
-    return torch.empty(shape, dtype=dtype, device=device)
+def gdn(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool = False) -> Tensor:
+    """`gdn_reference`, fused on the GPU (float32, float16, bfloat16; no gradient)."""
+    if use_triton(x, beta, gamma):
+        from .gdn import gdn_triton
+
+        return gdn_triton(x, beta, gamma, inverse)
+    return gdn_reference(x, beta, gamma, inverse)
 
 
-def compute_type(*dtypes: torch.dtype) -> tl.dtype:
-    """The Triton type the kernels compute in: float64 if any input is, float32 otherwise
-    (halves are widened: the interpreter stores bfloat16 as raw bits)."""
-    import triton.language as tl
+def subpel(y: Tensor, bias: Tensor, r: int, lrelu: bool = False) -> Tensor:
+    """`subpel_reference`, fused on the GPU (float64 included: h_s runs in float64 when coding,
+    and the kernel is bit-identical to the reference there; no gradient)."""
+    if use_triton(y, bias, dtypes=FLOAT_DTYPES):
+        from .subpel import subpel_triton
 
-    return tl.float64 if torch.float64 in dtypes else tl.float32
-
-
-def next_pow2(n: int) -> int:
-    """The least power of two >= n (1 for n <= 1)."""
-    return 1 << max(0, n - 1).bit_length()
+        return subpel_triton(y, bias, r, lrelu)
+    return subpel_reference(y, bias, r, lrelu)
 
 
-def cdiv(a: int, b: int) -> int:
-    """ceil(a / b): the program count that covers a elements in blocks of b."""
-    return -(-a // b)
+def subpel_igdn(y: Tensor, bias: Tensor, r: int, beta: Tensor, gamma: Tensor) -> Tensor:
+    """`subpel_igdn_reference`, fused on the GPU: bias, shuffle and IGDN in one pass of the GDN
+    kernel (float32, float16, bfloat16; no gradient)."""
+    if use_triton(y, bias, beta, gamma):
+        from .gdn import gdn_triton
+
+        return gdn_triton(y, beta, gamma, inverse=True, bias=bias, r=r)
+    return subpel_igdn_reference(y, bias, r, beta, gamma)
 
 
-@jit
-def round_half_even(x):
-    """torch.round (ties to even) inside a kernel. Exact: x - floor(x) is exact, unlike
-    floor(x + 0.5)."""
-    f = tl.floor(x)
-    d = x - f
-    odd = f - 2.0 * tl.floor(0.5 * f)
-    return tl.where((d > 0.5) | ((d == 0.5) & (odd == 1.0)), f + 1.0, f)
+# No kernel of its own: the fused passes below compute the likelihood inline.
+likelihood = likelihood_reference
+
+
+def quantize(y: Tensor, scales: Tensor, means: Tensor, scale_bounds: Tensor, *,
+             scale_min: float, likelihood_min: float) -> tuple[Tensor, Tensor, Tensor]:
+    """`quantize_reference` (symbols, likelihoods, scale-table indexes) in one pass on the GPU;
+    symbols and indexes bit-identical to the reference's, so the bitstream does not depend on
+    the kernels."""
+    bounds = {"scale_min": scale_min, "likelihood_min": likelihood_min}
+    if use_triton(y, scales, means, scale_bounds, dtypes=FLOAT_DTYPES) and (
+            y.shape == scales.shape == means.shape):
+        from .quantize import quantize_triton
+
+        return quantize_triton(y, scales, means, scale_bounds, **bounds)
+    return quantize_reference(y, scales, means, scale_bounds, **bounds)
+
+
+def quantize_train(y: Tensor, scales: Tensor, means: Tensor, noise: bool,
+                   uniform: Tensor | None = None, *, scale_min: float, likelihood_min: float
+                   ) -> tuple[Tensor, Tensor]:
+    """`quantize_train_reference` fused on the GPU, forward and backward one pass each. Without
+    `uniform` the kernel draws its noise itself (Philox, regenerated in the backward pass)."""
+    bounds = {"scale_min": scale_min, "likelihood_min": likelihood_min}
+    inputs = (y, scales, means) if uniform is None else (y, scales, means, uniform)
+    if use_triton(*inputs, dtypes=FLOAT_DTYPES, autograd=True) and all(
+            t.shape == y.shape and t.dtype == y.dtype for t in inputs):
+        from .quantize import quantize_train_triton
+
+        return quantize_train_triton(y, scales, means, noise, uniform, **bounds)
+    return quantize_train_reference(y, scales, means, noise, uniform, **bounds)
+
+
+def sga_round(v: Tensor, method: str, tau: float, a: float = 2.3, r: float = 0.98,
+              n: float = 1.5, gumbel: Tensor | None = None,
+              generator: torch.Generator | None = None) -> Tensor:
+    """`sga_round_reference` fused: one Triton pass forward, one backward (float32, float16,
+    bfloat16).
+
+    v: any shape; gumbel: optional (K, *v.shape) noise, K = 2 or 3 (`num_classes(method)`).
+    Without it the kernel draws Philox noise seeded from `generator` (the reference draws torch
+    noise), so the two agree (to float rounding) only when `gumbel` is given."""
+    k = num_classes(method)
+    if not tau > 0:
+        raise ValueError(f"the temperature must be positive, got {tau}")
+    if gumbel is not None and gumbel.shape != (k, *v.shape):
+        raise ValueError(f"gumbel must have shape {(k, *v.shape)}, got {tuple(gumbel.shape)}")
+    inputs = (v,) if gumbel is None else (v, gumbel)
+    if use_triton(*inputs, dtypes=NETWORK_DTYPES, autograd=True):
+        from .sga import sga_round_triton
+
+        return sga_round_triton(v, method, tau, a, r, n, gumbel, generator)
+    return sga_round_reference(v, method, tau, a, r, n, gumbel, generator)

@@ -1,25 +1,18 @@
-"""GDN / IGDN: channel-mixing sum of squares, square root and division in one pass."""
+"""GDN / IGDN in Triton: channel-mixing sum of squares, square root and division in one pass.
+The definition is `kernels.gdn_reference`; `kernels.dispatch` chooses between the two."""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+import triton
+import triton.language as tl
 from torch import Tensor
+from triton import cdiv, next_power_of_2
 
-from . import dispatch
-from .dispatch import cdiv, jit, next_pow2, use_triton
-
-tl = None  # triton.language, bound by dispatch.load on the first launch
+from . import utils
 
 
-def gdn_reference(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool = False) -> Tensor:
-    """x (B, C, H, W); beta (C,); gamma (C, C). y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2),
-    in x's dtype."""
-    norm = F.conv2d(x * x, gamma.to(x.dtype)[:, :, None, None], beta.to(x.dtype))
-    return x * torch.sqrt(norm) if inverse else x * torch.rsqrt(norm)
-
-
-@jit
+@triton.jit
 def _input_tile(x_img, bias_ptr, c, sub, pix_off, pix_ok, C, HW, R: tl.constexpr,
                 HAS_BIAS: tl.constexpr):
     """(channels c, pixels) tile of the shuffled input in float32, the bias added. pix_off: the
@@ -33,7 +26,7 @@ def _input_tile(x_img, bias_ptr, c, sub, pix_off, pix_ok, C, HW, R: tl.constexpr
     return x
 
 
-@jit
+@triton.jit
 def _gdn_kernel(x_ptr, bias_ptr, beta_ptr, gamma_ptr, out_ptr, C, H, W, R: tl.constexpr,
                 HAS_BIAS: tl.constexpr, INVERSE: tl.constexpr, PRECISION: tl.constexpr,
                 BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
@@ -70,33 +63,25 @@ def _gdn_kernel(x_ptr, bias_ptr, beta_ptr, gamma_ptr, out_ptr, C, H, W, R: tl.co
         tl.store(out_img + o_off, y.to(out_ptr.dtype.element_ty), mask=o_mask)
 
 
-def launch_gdn(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool, bias: Tensor | None = None,
+def gdn_triton(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool, bias: Tensor | None = None,
                r: int = 1) -> Tensor:
     """The kernel on x (B, C*r*r, H, W), read through bias + pixel shuffle by r when given, ->
     (B, C, r*H, r*W). Float32 maths; the channel mix uses TF32 where cuDNN may (as the reference's
     1x1 convolution then does)."""
-    dispatch.load(globals())
     x, beta, gamma = x.contiguous(), beta.contiguous(), gamma.contiguous()
     bsz, crr, h, w = x.shape
     c = crr // (r * r)
-    out = dispatch.empty((bsz, c, r * h, r * w), x.dtype, x.device)
+    out = utils.empty((bsz, c, r * h, r * w), x.dtype, x.device)
     if r == 1:  # no shuffle: one row of pixels per image, contiguous tiles
         h, w = 1, h * w
-    block_w = min(64, next_pow2(r * w))
+    block_w = min(64, next_power_of_2(r * w))
     block_h = 64 // block_w
     tf32 = x.dtype != torch.float32 or torch.backends.cudnn.allow_tf32
     # Up to 128 channels in one block: x^2 is then read once and the channel loops run once.
-    block_c = min(128, max(16, next_pow2(c)))
+    block_c = min(128, max(16, next_power_of_2(c)))
     grid = (cdiv(r * w, block_w), cdiv(r * h, block_h), bsz)
     _gdn_kernel[grid](x, x if bias is None else bias.contiguous(), beta, gamma, out, c, h, w,
                       R=r, HAS_BIAS=bias is not None, INVERSE=inverse,
                       PRECISION="tf32" if tf32 else "ieee", BLOCK_C=block_c, BLOCK_H=block_h,
                       BLOCK_W=block_w, num_warps=8 if block_c == 128 else 4)
     return out
-
-
-def gdn(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool = False) -> Tensor:
-    """`gdn_reference`, fused on the GPU (float32, float16, bfloat16; no gradient)."""
-    if use_triton(x, beta, gamma):
-        return launch_gdn(x, beta, gamma, inverse)
-    return gdn_reference(x, beta, gamma, inverse)

@@ -1,78 +1,30 @@
-"""Quantization and Gaussian likelihoods of the latent y given the hyperprior's (scale, mean).
-
-Inference: one pass from (y, scales, means) to the coding symbols round(y - mu), the likelihoods
-and the scale-table indexes. Training: the same likelihood on noisy or straight-through values.
+"""Quantization and Gaussian likelihoods of the latent y in Triton, one pass each: the coding form
+(symbols, likelihoods, scale-table indexes) and the training form (forward and backward). The
+definitions are in `kernels.quantize_reference`; `kernels.dispatch` chooses between the two. The
+Gaussian's bounds (SCALE_MIN, LIKELIHOOD_MIN) are the entropy model's, passed in as arguments.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
+import triton
+import triton.language as tl
 from torch import Tensor
+from triton import cdiv
 
-from . import dispatch
-from .dispatch import FLOAT_DTYPES, cdiv, jit, round_half_even, use_triton
-from .lower_bound import lower_bound
+from . import utils
+from .utils import round_half_even
 
-tl = None  # triton.language, bound by dispatch.load on the first launch
-
-SCALE_MIN = 0.11
-LIKELIHOOD_MIN = 1e-9
 _BLOCK = 1024
 
 
-def _std_normal_cdf(x: Tensor) -> Tensor:
-    return 0.5 * torch.erfc(x * -math.sqrt(0.5))
-
-
-def likelihood_reference(values: Tensor, scales: Tensor, means: Tensor) -> Tensor:
-    """Phi((0.5 - |v - mu|) / s) - Phi((-0.5 - |v - mu|) / s), s = max(scale, SCALE_MIN),
-    bounded below by LIKELIHOOD_MIN. Evaluated on the left tail (|.|) for accuracy."""
-    v = torch.abs(values - means)
-    s = lower_bound(scales, SCALE_MIN)
-    p = _std_normal_cdf((0.5 - v) / s) - _std_normal_cdf((-0.5 - v) / s)
-    return lower_bound(p, LIKELIHOOD_MIN)
-
-
-likelihood = likelihood_reference
-
-
-def quantize_reference(y: Tensor, scales: Tensor, means: Tensor, scale_bounds: Tensor
-                       ) -> tuple[Tensor, Tensor, Tensor]:
-    """Coding form: (symbols round(y - mu) as int32, likelihoods of y_hat = symbols + mu,
-    scale-table indexes as int32 = how many of `scale_bounds` lie strictly below the scale).
-
-    Computed in the dtype of `means` (float64 in the codec)."""
-    centered = y.to(means.dtype) - means
-    symbols = torch.round(centered)
-    p = likelihood_reference(symbols, scales, torch.zeros_like(means))
-    indexes = torch.bucketize(scales, scale_bounds.to(scales.dtype), right=False)
-    return symbols.to(torch.int32), p, indexes.to(torch.int32)
-
-
-def quantize_train_reference(y: Tensor, scales: Tensor, means: Tensor, noise: bool,
-                             uniform: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Training form: (y_hat, likelihoods), all (B, M, H, W). y_hat = round(y - mu) + mu with a
-    straight-through gradient (what the decoder sees); the likelihood is of y + u if `noise`
-    (u ~ U(-0.5, 0.5): `uniform`, drawn when None), of y_hat otherwise."""
-    y_hat = y + (torch.round(y - means) + means - y).detach()
-    if noise:
-        y_rate = y + (torch.empty_like(y).uniform_(-0.5, 0.5) if uniform is None else uniform)
-    else:
-        y_rate = y_hat
-    return y_hat, likelihood_reference(y_rate, scales, means)
-
-
-# --- Triton ------------------------------------------------------------------------------------
-
-@jit
+@triton.jit
 def _round_to(x, ty: tl.constexpr):
     """x rounded to the storage type `ty` and back: the reference rounds after every operation."""
     return x.to(ty).to(x.dtype)
 
 
-@jit
+@triton.jit
 def _erfc(x):
     # erfc(a) = t exp(-a^2) P(2t - 1), t = 1 / (1 + a/2), a = |x|: P is a degree-12 fit of
     # erfc(a) exp(a^2) / t made for this kernel, relative error 1.2e-9 on [0, inf) (in float32
@@ -98,18 +50,20 @@ def _erfc(x):
     return tl.where(x < 0, 2.0 - e, e)
 
 
-@jit
+@triton.jit
 def _likelihood(v, s):
-    """(unbounded likelihood, a, b) of |value - mean| = v at bounded scale s: Phi(a) - Phi(b)."""
+    """(unbounded likelihood, a, b) of |value - mean| = v at bounded scale s: Phi(a) - Phi(b),
+    Phi(x) = erfc(-x sqrt(1/2)) / 2."""
     a = (0.5 - v) / s
     b = (-0.5 - v) / s
     p = 0.5 * _erfc(a * -0.7071067811865476) - 0.5 * _erfc(b * -0.7071067811865476)
     return p, a, b
 
 
-@jit
+@triton.jit
 def _quantize_kernel(y_ptr, scales_ptr, means_ptr, bounds_ptr, sym_ptr, lik_ptr, idx_ptr, n,
-                     n_bounds, STEPS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr):
+                     n_bounds, SCALE_MIN: tl.constexpr, LIKELIHOOD_MIN: tl.constexpr,
+                     STEPS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     mean_ty = means_ptr.dtype.element_ty
@@ -121,47 +75,43 @@ def _quantize_kernel(y_ptr, scales_ptr, means_ptr, bounds_ptr, sym_ptr, lik_ptr,
     # same types, and comparisons only.
     q = round_half_even(_round_to(_round_to(y.to(COMPUTE), mean_ty) - mu, mean_ty))
     tl.store(sym_ptr + offs, q.to(tl.int32), mask=mask)
-    # Binary search for the number of bounds below the scale (the bounds are sorted).
+    # The index is the number of bounds strictly below the scale (torch.bucketize with
+    # right=False): a binary search for the largest idx with bounds[idx - 1] < scale, over the
+    # sorted bounds, one bit of idx per step, the highest first.
     idx = tl.zeros((BLOCK,), dtype=tl.int32)
     for k in tl.static_range(STEPS):
         cand = idx + (1 << (STEPS - 1 - k))
         bound = tl.load(bounds_ptr + cand - 1, mask=mask & (cand <= n_bounds), other=0.0)
         idx = tl.where((cand <= n_bounds) & (scale > bound.to(COMPUTE)), cand, idx)
     tl.store(idx_ptr + offs, idx, mask=mask)
-    s = _round_to(tl.maximum(scale, 0.11), scale_ty)
+    s = _round_to(tl.maximum(scale, SCALE_MIN), scale_ty)
     p, _, _ = _likelihood(tl.abs(q), s)
-    tl.store(lik_ptr + offs, tl.maximum(p, 1e-9).to(lik_ptr.dtype.element_ty), mask=mask)
+    tl.store(lik_ptr + offs, tl.maximum(p, LIKELIHOOD_MIN).to(lik_ptr.dtype.element_ty),
+             mask=mask)
 
 
-def _quantize_triton(y: Tensor, scales: Tensor, means: Tensor, scale_bounds: Tensor
-                     ) -> tuple[Tensor, Tensor, Tensor]:
-    dispatch.load(globals())
+def quantize_triton(y: Tensor, scales: Tensor, means: Tensor, scale_bounds: Tensor, *,
+                    scale_min: float, likelihood_min: float) -> tuple[Tensor, Tensor, Tensor]:
+    """`quantize_reference` in one pass, inputs of one shape. The symbols and the indexes are
+    bit-identical to the reference's (the bitstream does not depend on the kernels); the
+    likelihoods agree to a relative 1e-6 (float64 inputs; float32 rounding sets the limit for
+    float32). `scale_bounds` must be sorted."""
     y, scales, means = y.contiguous(), scales.contiguous(), means.contiguous()
     bounds = scale_bounds.to(scales.dtype).contiguous()
     n = y.numel()
     lik_dtype = torch.promote_types(means.dtype, scales.dtype)
-    symbols = dispatch.empty(y.shape, torch.int32, y.device)
-    lik = dispatch.empty(y.shape, lik_dtype, y.device)
-    indexes = dispatch.empty(y.shape, torch.int32, y.device)
+    symbols = utils.empty(y.shape, torch.int32, y.device)
+    lik = utils.empty(y.shape, lik_dtype, y.device)
+    indexes = utils.empty(y.shape, torch.int32, y.device)
     _quantize_kernel[(cdiv(n, _BLOCK),)](
         y, scales, means, bounds, symbols, lik, indexes, n, bounds.numel(),
+        SCALE_MIN=scale_min, LIKELIHOOD_MIN=likelihood_min,
         STEPS=max(1, bounds.numel().bit_length()),
-        COMPUTE=dispatch.compute_type(y.dtype, scales.dtype, means.dtype), BLOCK=_BLOCK)
+        COMPUTE=utils.compute_type(y.dtype, scales.dtype, means.dtype), BLOCK=_BLOCK)
     return symbols, lik, indexes
 
 
-def quantize(y: Tensor, scales: Tensor, means: Tensor, scale_bounds: Tensor
-             ) -> tuple[Tensor, Tensor, Tensor]:
-    """`quantize_reference` in one pass on the GPU. The symbols and indexes are bit-identical to
-    the reference's (the bitstream does not depend on the kernels); the likelihoods agree to a
-    relative 1e-6 (float64 inputs; float32 rounding sets the limit for float32)."""
-    if use_triton(y, scales, means, scale_bounds, dtypes=FLOAT_DTYPES) and (
-            y.shape == scales.shape == means.shape):
-        return _quantize_triton(y, scales, means, scale_bounds)
-    return quantize_reference(y, scales, means, scale_bounds)
-
-
-@jit
+@triton.jit
 def _train_values(y_ptr, scales_ptr, means_ptr, u_ptr, offs, mask, seed, NOISE: tl.constexpr,
                   COMPUTE: tl.constexpr):
     """(y_hat, values - mu, scale) in COMPUTE, rounded to the input type where the reference
@@ -182,23 +132,25 @@ def _train_values(y_ptr, scales_ptr, means_ptr, u_ptr, offs, mask, seed, NOISE: 
     return y_hat, _round_to(values - mu, ty), scale
 
 
-@jit
+@triton.jit
 def _train_fwd_kernel(y_ptr, scales_ptr, means_ptr, u_ptr, y_hat_ptr, lik_ptr, n, seed,
-                      NOISE: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr):
+                      SCALE_MIN: tl.constexpr, LIKELIHOOD_MIN: tl.constexpr, NOISE: tl.constexpr,
+                      COMPUTE: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     ty = y_ptr.dtype.element_ty
     y_hat, diff, scale = _train_values(y_ptr, scales_ptr, means_ptr, u_ptr, offs, mask, seed,
                                        NOISE, COMPUTE)
-    p, _, _ = _likelihood(tl.abs(diff), _round_to(tl.maximum(scale, 0.11), ty))
+    p, _, _ = _likelihood(tl.abs(diff), _round_to(tl.maximum(scale, SCALE_MIN), ty))
     tl.store(y_hat_ptr + offs, y_hat.to(ty), mask=mask)
-    tl.store(lik_ptr + offs, tl.maximum(p, 1e-9).to(ty), mask=mask)
+    tl.store(lik_ptr + offs, tl.maximum(p, LIKELIHOOD_MIN).to(ty), mask=mask)
 
 
-@jit
+@triton.jit
 def _train_bwd_kernel(y_ptr, scales_ptr, means_ptr, u_ptr, g_y_hat_ptr, g_lik_ptr, grad_y_ptr,
-                      grad_scales_ptr, grad_means_ptr, n, seed, NOISE: tl.constexpr,
-                      COMPUTE: tl.constexpr, BLOCK: tl.constexpr):
+                      grad_scales_ptr, grad_means_ptr, n, seed, SCALE_MIN: tl.constexpr,
+                      LIKELIHOOD_MIN: tl.constexpr, NOISE: tl.constexpr, COMPUTE: tl.constexpr,
+                      BLOCK: tl.constexpr):
     # The forward recomputed (cheaper than storing it), then the chain rule of the reference,
     # lower_bound's included: where a bound was active, only a negative gradient passes.
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -206,10 +158,11 @@ def _train_bwd_kernel(y_ptr, scales_ptr, means_ptr, u_ptr, g_y_hat_ptr, g_lik_pt
     ty = y_ptr.dtype.element_ty
     _, diff, scale = _train_values(y_ptr, scales_ptr, means_ptr, u_ptr, offs, mask, seed, NOISE,
                                    COMPUTE)
-    s = _round_to(tl.maximum(scale, 0.11), ty)
+    s = _round_to(tl.maximum(scale, SCALE_MIN), ty)
     p, a, b = _likelihood(tl.abs(diff), s)
     g_lik = tl.load(g_lik_ptr + offs, mask=mask, other=0.0).to(COMPUTE)
-    g_p = tl.where((p >= 1e-9) | (g_lik < 0), g_lik, 0.0)
+    g_p = tl.where((p >= LIKELIHOOD_MIN) | (g_lik < 0), g_lik, 0.0)
+    # Phi'(x) = exp(-x^2 / 2) / sqrt(2 pi)
     g_a = g_p * 0.3989422804014327 * tl.exp(-0.5 * a * a)
     g_b = -g_p * 0.3989422804014327 * tl.exp(-0.5 * b * b)
     g_v = -(g_a + g_b) / s
@@ -226,39 +179,37 @@ def _train_bwd_kernel(y_ptr, scales_ptr, means_ptr, u_ptr, g_y_hat_ptr, g_lik_pt
 class _QuantizeTrain(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y: Tensor, scales: Tensor, means: Tensor, uniform: Tensor | None,
-                noise: bool) -> tuple[Tensor, Tensor]:
+                noise: bool, scale_min: float, likelihood_min: float) -> tuple[Tensor, Tensor]:
         ctx.mode = 0 if not noise else 1 if uniform is not None else 2
         # Seeded from torch's generator, so torch.manual_seed makes training repeatable.
         ctx.seed = int(torch.randint(2**31 - 1, ())) if ctx.mode == 2 else 0
+        ctx.bounds = {"SCALE_MIN": scale_min, "LIKELIHOOD_MIN": likelihood_min}
         u = uniform.contiguous() if ctx.mode == 1 else y
         ctx.save_for_backward(y, scales, means, u)
-        y_hat = dispatch.empty(y.shape, y.dtype, y.device)
-        lik = dispatch.empty(y.shape, y.dtype, y.device)
+        y_hat = utils.empty(y.shape, y.dtype, y.device)
+        lik = utils.empty(y.shape, y.dtype, y.device)
         n = y.numel()
         _train_fwd_kernel[(cdiv(n, _BLOCK),)](
-            y, scales, means, u, y_hat, lik, n, ctx.seed, NOISE=ctx.mode,
-            COMPUTE=dispatch.compute_type(y.dtype), BLOCK=_BLOCK)
+            y, scales, means, u, y_hat, lik, n, ctx.seed, **ctx.bounds, NOISE=ctx.mode,
+            COMPUTE=utils.compute_type(y.dtype), BLOCK=_BLOCK)
         return y_hat, lik
 
     @staticmethod
     def backward(ctx, g_y_hat: Tensor, g_lik: Tensor):
         y, scales, means, u = ctx.saved_tensors
-        grads = [dispatch.empty(y.shape, y.dtype, y.device) for _ in range(3)]
+        grads = [utils.empty(y.shape, y.dtype, y.device) for _ in range(3)]
         n = y.numel()
         _train_bwd_kernel[(cdiv(n, _BLOCK),)](
             y, scales, means, u, g_y_hat.contiguous(), g_lik.contiguous(), *grads, n, ctx.seed,
-            NOISE=ctx.mode, COMPUTE=dispatch.compute_type(y.dtype), BLOCK=_BLOCK)
-        return *grads, None, None
+            **ctx.bounds, NOISE=ctx.mode, COMPUTE=utils.compute_type(y.dtype), BLOCK=_BLOCK)
+        return *grads, None, None, None, None
 
 
-def quantize_train(y: Tensor, scales: Tensor, means: Tensor, noise: bool,
-                   uniform: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """`quantize_train_reference` fused on the GPU, forward and backward one pass each. Without
-    `uniform` the kernel draws its noise itself (Philox, regenerated in the backward pass)."""
-    inputs = (y, scales, means) if uniform is None else (y, scales, means, uniform)
-    if use_triton(*inputs, dtypes=FLOAT_DTYPES, autograd=True) and all(
-            t.shape == y.shape and t.dtype == y.dtype for t in inputs):
-        dispatch.load(globals())
-        y, scales, means = y.contiguous(), scales.contiguous(), means.contiguous()
-        return _QuantizeTrain.apply(y, scales, means, uniform, noise)
-    return quantize_train_reference(y, scales, means, noise, uniform)
+def quantize_train_triton(y: Tensor, scales: Tensor, means: Tensor, noise: bool,
+                          uniform: Tensor | None = None, *, scale_min: float,
+                          likelihood_min: float) -> tuple[Tensor, Tensor]:
+    """`quantize_train_reference` fused, forward and backward one pass each, inputs of one shape
+    and dtype. Without `uniform` the kernel draws its noise itself (Philox, regenerated in the
+    backward pass)."""
+    y, scales, means = y.contiguous(), scales.contiguous(), means.contiguous()
+    return _QuantizeTrain.apply(y, scales, means, uniform, noise, scale_min, likelihood_min)

@@ -13,9 +13,14 @@ import torch
 from engine.models import MeanScaleHyperprior, ModelConfig
 
 if not torch.cuda.is_available():
-    # Kernel tests run the Triton kernels on CPU tensors through the interpreter. Triton reads
-    # this when it is imported, which the kernels do on their first launch.
+    # Without a GPU the kernel tests run the Triton kernels on CPU tensors through the
+    # interpreter. Triton reads this when it is imported, which kernels.dispatch does on the first
+    # kernel call, after this.
     os.environ.setdefault("TRITON_INTERPRET", "1")
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+# Where the kernel tests put their tensors: CUDA on a GPU host (compiled kernels), the CPU under
+# the interpreter (also on a GPU host when TRITON_INTERPRET=1 asks for it, as `make test` does).
+KERNEL_DEVICE = torch.device("cuda" if torch.cuda.is_available() and not INTERPRET else "cpu")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 KODAK = SHARED / "data" / "kodak"
@@ -47,18 +52,26 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture
-def kernels_on(monkeypatch):
-    """Every dispatch takes the Triton kernel (on CPU tensors: under the interpreter)."""
-    pytest.importorskip("triton")
-    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("TRITON_INTERPRET=1 is needed to run kernels without a GPU")
-    monkeypatch.setenv("NIC_KERNELS", "triton")
+def device() -> torch.device:
+    """The kernel tests' device, KERNEL_DEVICE."""
+    return KERNEL_DEVICE
 
 
 @pytest.fixture
-def poisoned(monkeypatch):
+def kernels_on(monkeypatch, device):
+    """Every dispatch takes the Triton kernel: compiled on CUDA tensors, interpreted on CPU ones.
+    TF32 is off, so float32 references (cuDNN convolutions) and kernels compute in float32."""
+    pytest.importorskip("triton")
+    if device.type == "cpu" and not INTERPRET:
+        pytest.skip("TRITON_INTERPRET=1 is needed to run kernels without a GPU")
+    monkeypatch.setenv("NIC_KERNELS", "triton")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+
+
+@pytest.fixture
+def poisoned(monkeypatch, kernels_on):
     """Kernel outputs start as NaN (integers: their minimum), so skipped elements fail."""
-    from kernels import dispatch
+    from kernels import utils
 
     made = []
 
@@ -67,5 +80,12 @@ def poisoned(monkeypatch):
         made.append(torch.full(shape, fill, dtype=dtype, device=device))
         return made[-1]
 
-    monkeypatch.setattr(dispatch, "empty", empty)
+    monkeypatch.setattr(utils, "empty", empty)
     return made
+
+
+@pytest.fixture
+def launch_one_short(monkeypatch, poisoned):
+    """launch_one_short(module): that Triton module's grids get one program too few along each
+    axis (at least one), to show that the poison catches the elements left unwritten."""
+    return lambda module: monkeypatch.setattr(module, "cdiv", lambda a, b: max(1, -(-a // b) - 1))

@@ -1,6 +1,10 @@
 """The command line and the shipped models, on generated images."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +17,8 @@ from engine.images import to_uint8
 from engine.metrics import psnr
 from tests.conftest import smooth_image
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture
 def png(tmp_path):
@@ -24,7 +30,7 @@ def png(tmp_path):
 def test_at_least_three_shipped_qualities_with_their_metadata():
     qualities = zoo.shipped_qualities()
     assert len(qualities) >= 3 and DEFAULT_QUALITY in qualities
-    lambdas = [zoo.load_quality(q).info["lambda"] for q in qualities]
+    lambdas = [zoo.load("msh", q).info.lam for q in qualities]
     assert lambdas == sorted(lambdas)
 
 
@@ -74,9 +80,70 @@ def test_eval_writes_json(tmp_path, png):
     assert {"bpp", "psnr", "ms_ssim", "encode_s", "decode_s"} <= set(result["mean"])
 
 
-def test_errors_are_reported_not_raised(tmp_path, capsys):
-    bad = tmp_path / "bad.nic"
-    bad.write_bytes(b"\x89NIC\x01garbage")
-    assert main(["decompress", str(bad), str(tmp_path / "x.png")]) == 1
-    assert main(["compress", str(tmp_path / "missing.png"), str(bad)]) == 1
-    assert "error:" in capsys.readouterr().err
+def test_refine_and_fractional_quality_options(png, tmp_path):
+    out = tmp_path / "a.nic"
+    assert main(["compress", str(png), str(out), "-q", "2.0", "--refine", "ssl",
+                 "--iterations", "2"]) == 0
+    assert main(["decompress", str(out), str(tmp_path / "b.png")]) == 0
+
+
+@pytest.fixture
+def bad_inputs(tmp_path, png) -> dict[str, str]:
+    data = compress(png, quality=1, device="cpu")
+    files = {"txt": "notes.txt", "empty": "empty.png", "cut": "cut.nic",
+             "flipped": "flipped.nic", "rgba": "rgba.png"}
+    (tmp_path / files["txt"]).write_text("hello")
+    (tmp_path / files["empty"]).write_bytes(b"")
+    (tmp_path / files["cut"]).write_bytes(data[:100])
+    (tmp_path / files["flipped"]).write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    Image.new("RGBA", (8, 8)).save(tmp_path / files["rgba"])
+    names = {k: str(tmp_path / v) for k, v in files.items()}
+    names.update(png=str(png), out=str(tmp_path / "out.x"), missing=str(tmp_path / "nope.png"),
+                 tmp=str(tmp_path))
+    return names
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["compress", "{txt}", "{out}"], 1, "notes.txt: not an image Pillow can read"),
+    (["compress", "{missing}", "{out}"], 1, "nope.png: no such file"),
+    (["compress", "{empty}", "{out}"], 1, "not an image Pillow can read"),
+    (["compress", "{rgba}", "{out}"], 1, "alpha channel"),
+    (["compress", "{png}", "{tmp}/no/such/dir/x.nic"], 1, "No such file or directory"),
+    (["compress", "{png}", "{out}", "-q", "9"], 1, "quality levels"),
+    (["compress", "{png}", "{out}", "--device", "gpu"], 1, "unknown device"),
+    (["compress", "{png}", "{out}", "--max-bytes", "100"], 1, "need a variable-rate model"),
+    (["compress", "{png}", "{out}", "--weights", "{txt}"], 1, "not a safetensors weights file"),
+    (["decompress", "{txt}", "{out}"], 1, "notes.txt: not a nicengine stream"),
+    (["decompress", "{cut}", "{out}"], 1, "cut.nic: truncated: stream 0 needs"),
+    (["decompress", "{flipped}", "{out}"], 1, "CRC32 mismatch"),
+    (["decompress", "{empty}", "{out}"], 1, "empty.png: empty stream"),
+    (["decompress", "{tmp}", "{out}"], 1, "a folder, not a file"),
+    (["info", "{cut}"], 1, "truncated"),
+    (["eval", "{tmp}/nothing"], 1, "no images found"),
+    (["compress", "{png}"], 2, "the following arguments are required"),
+    (["compress", "{png}", "{out}", "--precision", "half"], 2, "invalid choice"),
+    (["compress", "{png}", "{out}", "-q", "high"], 2, "invalid float value"),
+    (["frobnicate"], 2, "invalid choice"),
+])
+def test_every_bad_input_is_one_line(bad_inputs, capsys, args, code, message):
+    if code == 2:
+        with pytest.raises(SystemExit) as stop:
+            main([a.format(**bad_inputs) for a in args])
+        assert stop.value.code == 2
+    else:
+        assert main([a.format(**bad_inputs) for a in args]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and "error:" in err[-1]
+    assert len(err) == 1 or code == 2  # argparse puts its usage line first
+    assert not any("Traceback" in line for line in err)
+
+
+def test_no_traceback_from_the_process(bad_inputs):
+    """The same through a real process (what a user sees in a shell)."""
+    result = subprocess.run([sys.executable, "-m", "engine", "compress", bad_inputs["txt"],
+                             bad_inputs["out"]], capture_output=True, text=True,
+                            cwd=ROOT, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: {bad_inputs['txt']}: not an image Pillow can read (cannot identify image "
+        f"file '{bad_inputs['txt']}')"]

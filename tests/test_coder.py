@@ -160,6 +160,8 @@ def extreme_values(rng, n: int) -> np.ndarray:
 def test_constants():
     assert rans.LANES == 32
     assert rans.PRECISION == 16
+    assert rans.HEADER_BYTES == 128
+    assert rans.STATUS_MESSAGES[rans.BAD_TABLE_INDEX] == "table index out of range"
 
 
 def test_matches_reference_encoder():
@@ -382,9 +384,10 @@ def test_finish_detects_unread_data_and_bad_header():
     data = rans.encode(tables, [[seg, seg]])[0]
     dec = rans.Decoder(tables, data)
     dec.decode(seg[1])
-    with pytest.raises(ValueError, match="^corrupt stream: .* words left"):
+    with pytest.raises(ValueError, match="^corrupt stream: words left after the last segment "
+                                         "\\(\\d+ words\\)$"):
         dec.finish()
-    with pytest.raises(ValueError, match="^corrupt stream: initial state"):
+    with pytest.raises(ValueError, match="^corrupt stream: initial state < 2\\^16 \\(lane 0\\)$"):
         rans.Decoder(tables, bytes(128))
     with pytest.raises(ValueError, match="^corrupt stream: odd length"):
         rans.Decoder(tables, data + b"\0")
@@ -438,8 +441,13 @@ def test_bad_indexes_and_arguments_rejected():
     for bad in (3, -1, INT32_MAX):
         indexes = np.zeros(40, np.int32)
         indexes[37] = bad
-        with pytest.raises(ValueError, match=f"table index {bad} at position 37 is out of range"):
-            rans.encode(tables, [[(values, np.zeros(40, np.int32))], [(values, indexes)]])
+        message = f"^stream 1: segment 2: table index {bad} at position 37 is out of range"
+        good = (values, np.zeros(40, np.int32))
+        with pytest.raises(ValueError, match=message):
+            rans.encode(tables, [[good], [good, good, (values, indexes)], [(values, indexes)]])
+        with pytest.raises(ValueError, match=message):
+            rans.check_indexes(tables, [[good[1]], [good[1], good[1], indexes], [indexes]])
+    rans.check_indexes(tables, [[values], []])
     with pytest.raises(ValueError, match="differ in length"):
         rans.encode(tables, [[(values, np.zeros(39, np.int32))]])
     with pytest.raises(ValueError, match="1-D"):
@@ -461,6 +469,29 @@ def test_bad_indexes_and_arguments_rejected():
         rans.decode_many([dec, dec], [values, values])
     with pytest.raises(ValueError, match="one index array per decoder"):
         rans.decode_many([dec], [values, values])
+
+
+def test_batch_calls_name_the_failing_stream():
+    """open_many, decode_many and finish_many, as engine.coder uses them: errors name the first
+    failing stream; the other streams of a decode_many call are decoded all the same."""
+    rng = np.random.default_rng(14)
+    tables, *_ = random_tables(rng, 2)
+    seg = (rng.integers(-20, 20, 100).astype(np.int32), rng.integers(0, 2, 100).astype(np.int32))
+    data = rans.encode(tables, [[seg]])[0]
+    with pytest.raises(ValueError, match="^stream 2: corrupt stream: odd length$"):
+        rans.open_many(tables, [data, data, data + b"\0", b""])
+    decoders = rans.open_many(tables, [data, data[:-2], data[:-4], data])
+    with pytest.raises(ValueError, match="^stream 1: corrupt stream: read past the end"):
+        rans.decode_many(decoders, [seg[1]] * 4, threads=2)
+    for k in (0, 3):
+        decoders[k].finish()
+    with pytest.raises(ValueError, match="^stream 1: corrupt stream: the decoder already failed"):
+        rans.finish_many(decoders)
+    decoders = rans.open_many(tables, [data, data])
+    with pytest.raises(ValueError, match="^stream 1: table index 2 at position 0"):
+        rans.decode_many(decoders, [seg[1], np.full(100, 2, np.int32)])
+    with pytest.raises(ValueError, match="^stream 1: corrupt stream: words left"):
+        rans.finish_many(decoders)
 
 
 def test_accepts_other_integer_dtypes_and_buffers():

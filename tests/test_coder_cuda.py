@@ -45,23 +45,24 @@ def built():
     assert coder.available(), coder.unavailable_reason()
 
 
-def on_gpu(cdfs, sizes, offsets) -> coder.CoderTables:
-    return coder.CoderTables(CdfTables(cdfs, sizes, offsets), device="cuda")
+def on_gpu(cdfs, sizes, offsets) -> tuple[coder.Coder, _rans.Tables]:
+    """The CUDA coder of these tables, and the CPU coder's tables to check it against."""
+    return (coder.open_coder(CdfTables(cdfs, sizes, offsets), "cuda"),
+            _rans.Tables(cdfs, sizes, offsets))
 
 
-def check_both_ways(tables: coder.CoderTables, streams) -> None:
+def check_both_ways(gpu: coder.Coder, cpu: _rans.Tables, streams) -> None:
     """GPU bytes == CPU bytes; the GPU decodes them; the CPU decodes the GPU's."""
-    coded = encode_to_bytes(tables, streams)
-    assert coded == _rans.encode(tables.cpu, streams)
-    decode_all(tables, coded, streams)
+    coded = encode_to_bytes(gpu, streams)
+    assert coded == _rans.encode(cpu, streams)
+    decode_all(gpu, coded, streams)
     for data, segs in zip(coded, streams, strict=True):
-        assert cpu_outcome(tables.cpu, data, segs) is not None
+        assert cpu_outcome(cpu, data, segs) is not None
 
 
 def test_backend_is_cuda():
-    assert coder.backend() == "cuda"
-    tables = coder.CoderTables(gaussian_tables())
-    assert tables.device.type == "cuda" and tables.backend == "cuda"
+    gpu = coder.open_coder(gaussian_tables(), "cuda")
+    assert gpu.device.type == "cuda" and gpu.name == "cuda"
 
 
 @pytest.mark.parametrize("seed", range(3 if SMALL else 8))
@@ -71,18 +72,19 @@ def test_random_batches(seed):
     _, cdfs, sizes, offsets = random_tables(rng, count)
     streams = random_streams(rng, count, int(rng.integers(1, 20 if SMALL else 200)),
                              max_segments=4, max_len=int(rng.choice([40, 300, 5000])))
-    check_both_ways(on_gpu(cdfs, sizes, offsets), streams)
+    check_both_ways(*on_gpu(cdfs, sizes, offsets), streams)
 
 
 def test_device_tensor_inputs_and_outputs():
     rng = np.random.default_rng(1)
     _, cdfs, sizes, offsets = random_tables(rng, 5)
-    tables = on_gpu(cdfs, sizes, offsets)
+    gpu, cpu = on_gpu(cdfs, sizes, offsets)
     values = torch.from_numpy(extreme_values(rng, 500)).cuda().long()  # converted to int32
     indexes = torch.from_numpy(rng.integers(0, 5, len(values))).cuda()
-    data, offs = coder.encode(tables, [[(values, indexes)], [(values[:7], indexes[:7])]])
-    assert data.is_cuda and offs.is_cuda
-    dec = coder.Decoder(tables, (data, offs))
+    streams = [[(values, indexes)], [(values[:7], indexes[:7])]]
+    coded = encode_to_bytes(gpu, streams)
+    assert coded == _rans.encode(cpu, [[(v.cpu(), i.cpu()) for v, i in s] for s in streams])
+    dec = gpu.decoder(coded)
     out = dec.decode([indexes, indexes[:7]])
     assert all(o.is_cuda and o.dtype == torch.int32 for o in out)
     assert torch.equal(out[0], values.int()) and torch.equal(out[1], values[:7].int())
@@ -122,10 +124,11 @@ def test_engine_batch_decodes_z_then_y():
     rng = np.random.default_rng(2)
     shapes = [(4, 8), (8, 4)] if SMALL else [(32, 48), (68, 120), (48, 32), (4, 4), (16, 16)]
     streams, firsts = latent_batch(rng, shapes)
-    tables = coder.CoderTables(engine_tables(), device="cuda")
-    coded = encode_to_bytes(tables, streams)
-    assert coded == _rans.encode(tables.cpu, streams)
-    dec = coder.Decoder(tables, coded)
+    tables = engine_tables()
+    gpu = coder.open_coder(tables, "cuda")
+    coded = encode_to_bytes(gpu, streams)
+    assert coded == coder.open_coder(tables, "cpu").encode(streams)
+    dec = gpu.decoder(coded)
     z = dec.decode([streams[k][0][1] if k in firsts else None for k in range(len(streams))])
     y = dec.decode([segs[-1][1] for segs in streams])
     dec.finish()
@@ -147,7 +150,7 @@ def test_table_placements(num_tables):
     n = 2000 if SMALL else 50_000
     streams = [[(rng.integers(-700, 700, n).astype(np.int32),
                  rng.integers(0, num_tables, n).astype(np.int32))] for _ in range(5)]
-    check_both_ways(on_gpu(cdfs, sizes, offsets), streams)
+    check_both_ways(*on_gpu(cdfs, sizes, offsets), streams)
 
 
 # ---- damaged streams: rejected like the CPU coder rejects them, and no fault ----
@@ -161,16 +164,16 @@ def assert_device_healthy():
 def test_truncations_and_corruptions():
     rng = np.random.default_rng(8)
     _, cdfs, sizes, offsets = random_tables(rng, 3)
-    tables = on_gpu(cdfs, sizes, offsets)
+    gpu, cpu = on_gpu(cdfs, sizes, offsets)
     segments = [(extreme_values(rng, n)[:n], rng.integers(0, 3, n).astype(np.int32))
                 for n in (20, 45, 300)]
-    data = _rans.encode(tables.cpu, [segments])[0]
+    data = _rans.encode(cpu, [segments])[0]
     for length in range(0, len(data), 7 if SMALL else 1):
-        assert_same_outcome(tables.cpu, tables, data[:length], segments)
+        assert_same_outcome(cpu, gpu, data[:length], segments)
     for pos in rng.integers(0, len(data), 30 if SMALL else 300):
         bad = bytearray(data)
         bad[pos] ^= int(rng.integers(1, 256))
-        assert_same_outcome(tables.cpu, tables, bytes(bad), segments)
+        assert_same_outcome(cpu, gpu, bytes(bad), segments)
     assert_device_healthy()
 
 
@@ -178,9 +181,9 @@ def test_garbage_in_a_batch():
     """Random bytes of every kind of length next to good streams: errors, never a fault."""
     rng = np.random.default_rng(9)
     _, cdfs, sizes, offsets = random_tables(rng, 4)
-    tables = on_gpu(cdfs, sizes, offsets)
+    gpu, _ = on_gpu(cdfs, sizes, offsets)
     streams = random_streams(rng, 4, 8, max_segments=2)
-    coded = encode_to_bytes(tables, streams)
+    coded = encode_to_bytes(gpu, streams)
     for trial in range(10 if SMALL else 100):
         junk = [rng.integers(0, 256, int(rng.integers(0, 400))).astype(np.uint8).tobytes()
                 for _ in range(5)]
@@ -190,27 +193,27 @@ def test_garbage_in_a_batch():
         low, high = (-1, 5) if trial % 3 == 0 else (0, 4)  # sometimes bad table indexes
         indexes = [rng.integers(low, high, 200).astype(np.int32) for _ in batch]
         try:
-            dec = coder.Decoder(tables, batch)
+            dec = gpu.decoder(batch)
             dec.decode(indexes)
             dec.decode([s[1][1] if len(s) > 1 else None for s in streams] + [None] * 5)
             dec.finish()
         except CodecError:
             pass
     assert_device_healthy()
-    decode_all(tables, coded, streams)  # the good streams alone still decode
+    decode_all(gpu, coded, streams)  # the good streams alone still decode
 
 
 def test_bad_table_indexes():
     rng = np.random.default_rng(12)
     _, cdfs, sizes, offsets = random_tables(rng, 3)
-    tables = on_gpu(cdfs, sizes, offsets)
+    gpu, _ = on_gpu(cdfs, sizes, offsets)
     values, indexes = rng.integers(-5, 5, 40).astype(np.int32), np.zeros(40, np.int32)
     wrong = indexes.copy()
     wrong[37] = -1
-    with pytest.raises(CodecError, match="table index -1 at position 37"):
-        coder.encode(tables, [[(values, wrong)]])
-    (data,) = encode_to_bytes(tables, [[(values, indexes)]])
-    dec = coder.Decoder(tables, [data])
+    with pytest.raises(CodecError, match="^stream 1: segment 0: table index -1 at position 37"):
+        gpu.encode([[(values, indexes)], [(torch.from_numpy(values).cuda(), wrong)]])
+    (data,) = encode_to_bytes(gpu, [[(values, indexes)]])
+    dec = gpu.decoder([data])
     with pytest.raises(CodecError, match="table index out of range"):
         dec.decode([wrong])
     assert torch.equal(dec.decode([indexes])[0].cpu(), torch.from_numpy(values))

@@ -3,8 +3,7 @@ import pytest
 import torch
 
 from engine.entropy.cdf import TOTAL, CdfTables, quantize_pmf
-from engine.entropy.gaussian import SCALES, gaussian_tables, scale_indexes
-from kernels.quantize import likelihood_reference
+from engine.entropy.gaussian import SCALES, GaussianConditional, gaussian_tables, scale_indexes
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 300])
@@ -42,8 +41,8 @@ def test_scale_indexes_pick_the_smallest_table_scale_not_below():
 def test_gaussian_likelihoods_sum_to_one():
     values = torch.arange(-60, 61, dtype=torch.float64).view(-1, 1)
     for scale in (0.05, 0.5, 3.0, 10.0):
-        p = likelihood_reference(values + 0.3, torch.full_like(values, scale),
-                                 torch.full_like(values, 0.3))
+        p = GaussianConditional.likelihood(values + 0.3, torch.full_like(values, scale),
+                                           torch.full_like(values, 0.3))
         assert abs(float(p.sum()) - 1) < 1e-6
 
 

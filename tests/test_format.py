@@ -7,16 +7,34 @@ from engine import CodecError
 from engine.format import MAGIC, Header, _get_varint, _put_varint, pack, unpack
 
 
-def make(lengths=(130, 200)) -> bytes:
-    header = Header(1, 3, 0xDEADBEEF, 480, 640, (16, 8, 10), (24, 32, 40), lengths)
+def make(lengths=(130, 200), quality=3.5) -> bytes:
+    header = Header(1, quality, 0xDEADBEEF, 0x01234567, 480, 640, lengths)
     return pack(header, [bytes([i]) * n for i, n in enumerate(lengths)])
 
 
 def test_round_trip():
     data = make()
     header, streams = unpack(data)
-    assert header == Header(1, 3, 0xDEADBEEF, 480, 640, (16, 8, 10), (24, 32, 40), (130, 200))
+    assert header == Header(1, 3.5, 0xDEADBEEF, 0x01234567, 480, 640, (130, 200))
     assert [bytes(s) for s in streams] == [b"\x00" * 130, b"\x01" * 200]
+
+
+def test_quality_is_stored_in_1_256_units():
+    assert unpack(make(quality=255 + 255 / 256))[0].quality == 255 + 255 / 256
+    for bad in (3.3, -1, 256):
+        with pytest.raises(ValueError, match="1/256"):
+            make(quality=bad)
+
+
+def test_version_1_streams_are_read():
+    """Version 1: quality u8, no tables fingerprint, the latent shapes in the header."""
+    body = bytearray(MAGIC + bytes([1, 1, 4, 0]) + struct.pack("<I", 0xCAFEF00D))
+    for v in (48, 80, 16, 1, 2, 24, 3, 5, 1, 128):
+        _put_varint(body, v)
+    header, streams = unpack(reseal(bytes(body), b"\7" * 128))
+    assert header == Header(1, 4.0, 0xCAFEF00D, None, 48, 80, (128,), 1,
+                            ((16, 1, 2), (24, 3, 5)))
+    assert bytes(streams[0]) == b"\7" * 128
 
 
 @pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 2**21, 2**32 - 1])
@@ -39,9 +57,13 @@ def reseal(body: bytes, payload: bytes) -> bytes:
 
 
 def header_bytes(*varints: int) -> bytes:
+    """A version 1 header with these varints, written without the encoder's range check."""
     out = bytearray(MAGIC + bytes([1, 1, 3, 0]) + struct.pack("<I", 0))
     for v in varints:
-        _put_varint(out, v)
+        while v >= 0x80:
+            out.append((v & 0x7F) | 0x80)
+            v >>= 7
+        out.append(v)
     return bytes(out)
 
 
@@ -50,7 +72,8 @@ def header_bytes(*varints: int) -> bytes:
     ((1 << 17, 64, 1, 1, 1, 1, 1, 1, 1, 128), "height"),
     ((64, 64, 1, 1, 1, 1 << 20, 1, 1, 1, 128), "y_shape"),
     ((64, 64, 1, 1, 1, 1, 1, 1, 1 << 30), "stream count"),
-    ((64, 64, 1, 1, 1, 1, 1, 1, 1, 2**31), "stream length"),
+    ((64, 64, 1, 1, 1, 1, 1, 1, 1, 2**31), "stream 0 needs 2147483648 bytes, 128 remain"),
+    ((64, 64, 1, 1, 1, 1, 1, 1, 1, 2**33), "stream length"),
     ((64, 64, 1, 1, 1, 1, 1, 1, 1, 64), "stream length"),
 ])
 def test_absurd_header_values_are_rejected(fields, message):
@@ -66,13 +89,15 @@ def test_bad_magic_version_flags_and_lengths():
     with pytest.raises(CodecError, match="version"):
         unpack(data[:4] + b"\x09" + data[5:])
     with pytest.raises(CodecError, match="flags"):
-        unpack(data[:7] + b"\x01" + data[8:])
-    with pytest.raises(CodecError, match="truncated|payload"):
+        unpack(data[:6] + b"\x01" + data[7:])
+    with pytest.raises(CodecError, match="truncated: stream 1 needs 200 bytes, 199 remain"):
         unpack(data[:-1])
-    with pytest.raises(CodecError, match="payload"):
+    with pytest.raises(CodecError, match="1 bytes after the last stream"):
         unpack(data + b"\0")
-    with pytest.raises(CodecError, match="short"):
+    with pytest.raises(CodecError, match="truncated: 5 bytes"):
         unpack(data[:5])
+    with pytest.raises(CodecError, match="truncated: 2 bytes, not even a header"):
+        unpack(data[:2])
 
 
 def test_every_truncation_and_single_byte_change_is_rejected():

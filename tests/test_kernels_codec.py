@@ -1,24 +1,26 @@
-"""The codec with every kernel on (NIC_KERNELS=triton, under the Triton interpreter) writes the
-same bytes as with the references, and decodes to the same image within float32 tolerance."""
+"""The codec with every kernel on (NIC_KERNELS=triton: compiled on a GPU, under the Triton
+interpreter on the CPU) writes the same bytes as with the references, and decodes to the same
+image within float32 tolerance."""
 
 
 import torch
 
 from engine import Codec
-from kernels import dispatch
 from tests.conftest import smooth_image
 
 
-def test_kernels_give_the_same_bitstream(tiny_model, monkeypatch, kernels_on):
-    codec = Codec(weights=tiny_model)
+def test_kernels_give_the_same_bitstream(tiny_model, monkeypatch, device, kernels_on):
+    from kernels import utils  # imports triton, which kernels_on made sure of
+
+    codec = Codec(weights=tiny_model, device=device)
     x = smooth_image(70, 100)
     monkeypatch.setenv("NIC_KERNELS", "reference")
     data = codec.compress(x)
     expected = codec.decompress(data)
 
     launched = []
-    empty = dispatch.empty
-    monkeypatch.setattr(dispatch, "empty", lambda *a: launched.append(a) or empty(*a))
+    empty = utils.empty
+    monkeypatch.setattr(utils, "empty", lambda *a: launched.append(a) or empty(*a))
     monkeypatch.setenv("NIC_KERNELS", "triton")
     # Output allocations: 3 GDN (g_a), 2 float64 LeakyReLU subpel (h_s), 3 of quantize; then
     # h_s again, 3 IGDN subpel and the last subpel (g_s).

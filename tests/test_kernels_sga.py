@@ -1,6 +1,6 @@
 """SGA / SGA+ relaxed rounding: the probability functions against their formulas (METHODS.md
-section 3), the relaxation's limits, and the Triton kernel against the reference under the
-interpreter.
+section 3), the relaxation's limits, and the Triton kernel against the reference (compiled on a
+GPU, under the interpreter on the CPU: the `device` fixture).
 
 Kernel tolerances, given the same Gumbel noise: float32 (1e-5 absolute on values in [base,
 base + 2]; gradients 1e-4 relative plus 1e-5 of the largest): both compute in float32 with
@@ -10,15 +10,12 @@ truncates to bfloat16 where torch rounds).
 """
 
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from kernels import sga
+from kernels import sga_reference as ref
+from kernels.dispatch import sga_round
 
 TWO_CLASS = ("atanh", "linear", "cosine", "ssl")
 THREE_CLASS = ("linear3", "cosine3", "ssl3")
@@ -28,7 +25,7 @@ SHAPES = [(3, 5, 7), (2, 1100)]
 
 
 def _gumbel(shape, method, dtype=torch.float32, seed=0):
-    return sga.gumbel_noise(shape, sga.num_classes(method), dtype=dtype,
+    return ref.gumbel_noise(shape, ref.num_classes(method), dtype=dtype,
                             generator=torch.Generator().manual_seed(seed))
 
 
@@ -44,26 +41,26 @@ X = torch.linspace(0.001, 0.999, 301, dtype=torch.float64)
 
 @pytest.mark.parametrize("a", [0.63, 1.0, 1.6, 2.3])
 def test_two_class_formulas(a):
-    p = {m: sga.two_class_log_prob(X, m, a).exp() for m in TWO_CLASS}
+    p = {m: ref.two_class_log_prob(X, m, a).exp() for m in TWO_CLASS}
     torch.testing.assert_close(p["atanh"], torch.exp(-torch.atanh(X)))
     torch.testing.assert_close(p["linear"], 1 - X)
     torch.testing.assert_close(p["cosine"], torch.cos(math.pi * X / 2) ** 2)
     torch.testing.assert_close(p["ssl"], torch.sigmoid(-a * torch.logit(X)))
     # a = 1 is exactly linear.
-    torch.testing.assert_close(sga.two_class_log_prob(X, "ssl", 1.0).exp(), 1 - X)
+    torch.testing.assert_close(ref.two_class_log_prob(X, "ssl", 1.0).exp(), 1 - X)
 
 
 def test_two_class_clamp():
     x = torch.tensor([0.0, 1e-9, 1.0], dtype=torch.float64)
-    expected = sga.two_class_log_prob(torch.tensor([1e-5, 1e-5, 1 - 1e-5], dtype=torch.float64),
+    expected = ref.two_class_log_prob(torch.tensor([1e-5, 1e-5, 1 - 1e-5], dtype=torch.float64),
                                       "linear")
-    torch.testing.assert_close(sga.two_class_log_prob(x, "linear"), expected)
+    torch.testing.assert_close(ref.two_class_log_prob(x, "linear"), expected)
 
 
 @pytest.mark.parametrize("r,n,a", [(0.98, 1.5, 2.3), (1.0, 1.0, 1.0), (0.9, 2.0, 1.4)])
 def test_three_class_formulas(r, n, a):
     d = torch.linspace(-1.5, 1.5, 301, dtype=torch.float64)
-    w = {m: sga.three_class_log_weight(d, m, a, r, n).exp() for m in THREE_CLASS}
+    w = {m: ref.three_class_log_weight(d, m, a, r, n).exp() for m in THREE_CLASS}
     torch.testing.assert_close(w["linear3"], torch.clamp_min(1 - r * d.abs(), 1e-6) ** n)
     cos = torch.cos(math.pi / 2 * torch.clamp(r * d, -1, 1))
     torch.testing.assert_close(w["cosine3"], torch.clamp_min(cos, 1e-6) ** n)
@@ -75,29 +72,29 @@ def test_three_class_formulas(r, n, a):
 @pytest.mark.parametrize("a", [0.63, 1.0, 2.3, 5.0])
 def test_two_class_probabilities_are_normalised(method, a):
     """p(x_d) + p(x_u) = 1 for the SGA+ functions (atanh is unnormalised)."""
-    total = sga.two_class_log_prob(X, method, a).exp() + sga.two_class_log_prob(1 - X, method,
-                                                                                 a).exp()
+    total = (ref.two_class_log_prob(X, method, a).exp()
+             + ref.two_class_log_prob(1 - X, method, a).exp())
     torch.testing.assert_close(total, torch.ones_like(X))
 
 
-@pytest.mark.parametrize("method", sga.METHODS)
+@pytest.mark.parametrize("method", ref.METHODS)
 @pytest.mark.parametrize("tau", [1.0, 0.5])
 @pytest.mark.parametrize("noisy", [False, True])
 def test_probabilities_positive_sum_to_one(method, tau, noisy):
     v = _values((4000,), torch.float64)
-    k = sga.num_classes(method)
+    k = ref.num_classes(method)
     g = _gumbel(v.shape, method, torch.float64) if noisy else None
-    p = sga.probabilities(v, method, tau, gumbel=g)
+    p = ref.probabilities(v, method, tau, gumbel=g)
     assert p.shape == (k, *v.shape)
     assert (p > 0).all()
     torch.testing.assert_close(p.sum(0), torch.ones_like(v))
     # The relaxed value is the probability-weighted candidate, within the candidates' range.
-    out = sga.sga_round_reference(v, method, tau, gumbel=g)
-    base, _ = sga.candidates(v, method)
+    out = ref.sga_round_reference(v, method, tau, gumbel=g)
+    base, _ = ref.candidates(v, method)
     assert ((out >= base) & (out <= base + k - 1)).all()
 
 
-@pytest.mark.parametrize("method", sga.METHODS)
+@pytest.mark.parametrize("method", ref.METHODS)
 @pytest.mark.parametrize("noisy", [False, True])
 def test_zero_temperature_is_rounding(method, noisy):
     v = _values((2000,), torch.float64, seed=1)
@@ -105,13 +102,13 @@ def test_zero_temperature_is_rounding(method, noisy):
     g = _gumbel(v.shape, method, torch.float64)
     if not noisy:
         g.zero_()
-    errors = [(sga.sga_round_reference(v, method, tau, gumbel=g) - torch.round(v)).abs()
+    errors = [(ref.sga_round_reference(v, method, tau, gumbel=g) - torch.round(v)).abs()
               for tau in (0.3, 0.03, 1e-3)]
     assert errors[-1].max() < 1e-6
     assert errors[0].mean() > errors[1].mean() >= errors[2].mean()
 
 
-def _grad(v, method, tau, a=2.3, gumbel=None, fn=sga.sga_round_reference):
+def _grad(v, method, tau, a=2.3, gumbel=None, fn=ref.sga_round_reference):
     v = v.clone().requires_grad_(True)
     fn(v, method, tau, a=a, gumbel=gumbel).sum().backward()
     return v.grad
@@ -137,7 +134,7 @@ def test_gradients_bounded_at_interval_ends(method, a):
         ).abs().max()
 
 
-@pytest.mark.parametrize("method", sga.METHODS)
+@pytest.mark.parametrize("method", ref.METHODS)
 def test_gradients_finite_everywhere(method):
     """Integers, ties, values next to them, at low and high temperature, with noise."""
     base = torch.tensor([-2.0, 0.0, 5.0])
@@ -151,11 +148,11 @@ def test_gradients_finite_everywhere(method):
 
 def test_unknown_method_and_bad_arguments():
     with pytest.raises(ValueError, match="unknown rounding method"):
-        sga.sga_round(torch.zeros(3), "round", 1.0)
+        sga_round(torch.zeros(3), "round", 1.0)
     with pytest.raises(ValueError, match="temperature"):
-        sga.sga_round(torch.zeros(3), "ssl", 0.0)
+        sga_round(torch.zeros(3), "ssl", 0.0)
     with pytest.raises(ValueError, match="gumbel"):
-        sga.sga_round(torch.zeros(3), "ssl3", 1.0, gumbel=torch.zeros(2, 3))
+        sga_round(torch.zeros(3), "ssl3", 1.0, gumbel=torch.zeros(2, 3))
 
 
 # --- the kernel --------------------------------------------------------------------------------
@@ -170,19 +167,19 @@ def _assert_close(actual, expected, dtype, grad=False):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("method", sga.METHODS)
-def test_kernel_matches_reference(method, shape, dtype, kernels_on, poisoned):
-    v = _values(shape, dtype)
-    g = _gumbel(shape, method)
-    grad_out = _values(shape, dtype, seed=2)
+@pytest.mark.parametrize("method", ref.METHODS)
+def test_kernel_matches_reference(method, shape, dtype, device, poisoned):
+    v = _values(shape, dtype).to(device)
+    g = _gumbel(shape, method).to(device)
+    grad_out = _values(shape, dtype, seed=2).to(device)
     tau = 0.4
     v_k = v.clone().requires_grad_(True)
-    out = sga.sga_round(v_k, method, tau, gumbel=g)
+    out = sga_round(v_k, method, tau, gumbel=g)
     assert len(poisoned) == 1 and out.data_ptr() == poisoned[0].data_ptr()
     out.backward(grad_out)
     assert len(poisoned) == 2 and not any(t.isnan().any() for t in poisoned)
     v_r = v.clone().requires_grad_(True)
-    expected = sga.sga_round_reference(v_r, method, tau, gumbel=g)
+    expected = ref.sga_round_reference(v_r, method, tau, gumbel=g)
     expected.backward(grad_out)
     assert out.dtype == v.dtype
     _assert_close(out, expected, dtype)
@@ -190,17 +187,16 @@ def test_kernel_matches_reference(method, shape, dtype, kernels_on, poisoned):
 
 
 @pytest.mark.parametrize("method", ["atanh", "ssl", "cosine3"])
-def test_kernel_noise_repeatable_and_consistent(method, kernels_on):
+def test_kernel_noise_repeatable_and_consistent(method, device, kernels_on):
     """Without a noise tensor the kernel draws Philox noise from the generator's seed, and the
     backward redraws the same: its gradient is the derivative of its own forward."""
-    v = _values((3000,))
+    v = _values((3000,)).to(device)
     frac = v - v.round()
     v = v[(frac.abs() > 0.1) & (frac.abs() < 0.4)]  # no candidate or clamp changes within +-h
 
     def run(values, seed=7):
         values = values.clone().requires_grad_(True)
-        out = sga.sga_round(values, method, 0.7,
-                            generator=torch.Generator().manual_seed(seed))
+        out = sga_round(values, method, 0.7, generator=torch.Generator().manual_seed(seed))
         out.sum().backward()
         return out.detach(), values.grad
 
@@ -214,38 +210,10 @@ def test_kernel_noise_repeatable_and_consistent(method, kernels_on):
 
 
 @pytest.mark.parametrize("method", ["linear", "ssl3"])
-def test_kernel_noise_distribution(method, kernels_on):
+def test_kernel_noise_distribution(method, device, kernels_on):
     """The kernel's own Gumbel noise gives the reference's expected value."""
-    v = torch.full((20000,), 2.3)
-    mean_kernel = sga.sga_round(v, method, 1.0, generator=torch.Generator().manual_seed(0))
-    mean_ref = sga.sga_round_reference(v, method, 1.0,
+    v = torch.full((20000,), 2.3, device=device)
+    mean_kernel = sga_round(v, method, 1.0, generator=torch.Generator().manual_seed(0))
+    mean_ref = ref.sga_round_reference(v.cpu(), method, 1.0,
                                        generator=torch.Generator().manual_seed(1))
     assert abs(float(mean_kernel.mean()) - float(mean_ref.mean())) < 0.02
-
-
-def test_dispatch(monkeypatch, kernels_on):
-    calls = []
-    real = sga._SgaRound.apply
-    monkeypatch.setattr(sga._SgaRound, "apply", lambda *a: calls.append(1) or real(*a))
-    v = _values((50,))
-    g = _gumbel(v.shape, "ssl")
-    sga.sga_round(v, "ssl", 0.5, gumbel=g)
-    assert len(calls) == 1
-    sga.sga_round(v.double(), "ssl", 0.5, gumbel=g)  # float64: the reference
-    monkeypatch.setenv("NIC_KERNELS", "reference")
-    out = sga.sga_round(v, "ssl", 0.5, gumbel=g)
-    assert len(calls) == 1
-    assert torch.equal(out, sga.sga_round_reference(v, "ssl", 0.5, gumbel=g))
-
-
-def test_imports_without_triton():
-    """Triton stays optional: with it unimportable the module loads and uses the reference."""
-    code = (
-        "import sys; sys.modules['triton'] = None\n"
-        "import torch; from kernels import sga\n"
-        "v = torch.linspace(-2, 2, 9); g = sga.gumbel_noise(v.shape, 3)\n"
-        "assert torch.equal(sga.sga_round(v, 'ssl3', 0.5, gumbel=g),\n"
-        "                   sga.sga_round_reference(v, 'ssl3', 0.5, gumbel=g))\n")
-    env = {k: v for k, v in os.environ.items() if k != "NIC_KERNELS"}
-    subprocess.run([sys.executable, "-c", code], check=True, env=env,
-                   cwd=Path(__file__).resolve().parents[1])

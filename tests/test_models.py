@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-import engine.models.hyperprior as hyperprior
+import engine.models.strips as strips
 from engine.models import MeanScaleHyperprior, ModelConfig
 from engine.models.layers import GDN, SubpelConv
 
@@ -10,8 +10,10 @@ def test_shapes(tiny_model):
     x = torch.rand(2, 3, 128, 192)
     out = tiny_model(x, noise=False)
     assert out["x_hat"].shape == x.shape
-    assert out["y_likelihoods"].shape == (2, 24, 8, 12)
-    assert out["z_likelihoods"].shape == (2, 16, 2, 3)
+    y_lik, z_lik = out["likelihoods"]
+    assert y_lik.shape == (2, 24, 8, 12) and z_lik.shape == (2, 16, 2, 3)
+    assert tiny_model.pass_shapes(128, 192) == [(16, 2, 3), (24, 8, 12)]
+    assert tiny_model.pass_shapes(65, 1) == [(16, 2, 1), (24, 8, 4)]
     scales, means = tiny_model.hyper_decode(torch.zeros(1, 16, 2, 3))
     assert scales.shape == means.shape == (1, 24, 8, 12) and scales.dtype == torch.float64
 
@@ -45,14 +47,14 @@ def test_strips_give_the_same_result(tiny_model, monkeypatch, h):
         z_hat = torch.round(tiny_model.h_a(y_full))
         hyper_full = tiny_model.hyper_decode(z_hat)
         # Strips of 4 latent rows: several for g_a and g_s, two for h_s (5 or 6 rows of z).
-        monkeypatch.setattr(hyperprior, "TILE_PIXELS", 4 * 16 * 192)
+        monkeypatch.setattr(strips, "TILE_PIXELS", 4 * 16 * 192)
         y_strips, _ = tiny_model.analyze(x)
         x_strips = tiny_model.synthesize(y_full)
         hyper_strips = tiny_model.hyper_decode(z_hat)
     assert torch.allclose(y_full, y_strips, atol=1e-5)
     assert torch.allclose(x_full, x_strips, atol=1e-5)
-    for full, strips in zip(hyper_full, hyper_strips, strict=True):
-        assert torch.allclose(full, strips, rtol=1e-12, atol=1e-12)
+    for full, part in zip(hyper_full, hyper_strips, strict=True):
+        assert torch.allclose(full, part, rtol=1e-12, atol=1e-12)
 
 
 def test_state_dict_has_no_derived_state(tiny_model):

@@ -26,7 +26,8 @@ def test_analysis_under_autocast_keeps_the_side_information_float32(tiny_model):
     x = smooth_image(64, 64)[None]
     with torch.inference_mode():
         with precision.transforms_in(torch.bfloat16, x.device):
-            y, z = tiny_model.analyze(precision.layout(x, torch.bfloat16))
+            assert precision.layout(x).is_contiguous(memory_format=torch.channels_last)
+            y, z = tiny_model.analyze(x)
         assert y.dtype == z.dtype == torch.float32
         assert torch.equal(z, tiny_model.h_a(y))
         assert not torch.equal(y, tiny_model.analyze(x)[0])  # g_a did run in bfloat16

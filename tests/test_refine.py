@@ -10,10 +10,9 @@ import pytest
 import torch
 
 import engine
-from engine.codec import _pad
-from engine.models import MeanScaleHyperprior, ModelConfig
+from engine.models import MeanScaleHyperprior, ModelConfig, ModelInfo
+from engine.rd import rd_loss
 from engine.refine import METHODS, Refine, refine_latents
-from engine.refine.optimize import _true_loss
 from engine.zoo import fingerprint
 from tests.conftest import smooth_image
 
@@ -31,7 +30,7 @@ def one_thread():
 def model():
     torch.manual_seed(0)
     m = MeanScaleHyperprior(ModelConfig(N=16, M=24)).eval().requires_grad_(False)
-    m.info = {"lambda": 0.01, "fingerprint": fingerprint(m)}
+    m.info = ModelInfo(fingerprint(m), lam=0.01)
     return m
 
 
@@ -46,6 +45,13 @@ def _reconstruction(model, y, z, h, w):
     scales, means = model.hyper_decode(z_hat)
     y_hat = (torch.round(y.double() - means) + means).float()
     return model.synthesize(y_hat)[:, :, :h, :w]
+
+
+def _true_loss(model, x, latents, lam):
+    """The codec's R-D loss of latents: its coding passes and what its decoder makes of them."""
+    encoded = model.encode_latents(latents, 0)
+    x_hat = model.reconstruct(encoded, *x.shape[2:], 0)
+    return rd_loss(x_hat, x, encoded.bits.to(x), lam)[0]
 
 
 def test_temperature_schedule():
@@ -65,7 +71,7 @@ def test_temperature_schedule():
 
 def test_refinement_lowers_true_loss_and_decodes(model, image):
     refine = Refine(method="ssl", iterations=12, lr=0.05)
-    y, z, history = refine_latents(model, image[None], refine)
+    (y, z), history = refine_latents(model, image[None], refine)
     assert history.loss.shape == history.bpp.shape == history.psnr.shape == (13, 1)
     assert history.relaxed.shape == (12, 1) and history.tau.shape == (12,)
     best = int(history.best[0])
@@ -87,24 +93,24 @@ def test_returned_latents_are_the_best_per_image(model):
     """A batch keeps each image's own best latents, and they reproduce the recorded loss; a
     diverging run returns the unrefined latents."""
     x = torch.stack([smooth_image(32, 48, seed=s) for s in (1, 2)])
-    y, z, history = refine_latents(model, x, Refine(method="noise", iterations=6, lr=0.05))
-    loss, _, _ = _true_loss(model, x, y, z, 0.01)
+    latents, history = refine_latents(model, x, Refine(method="noise", iterations=6, lr=0.05))
+    loss = _true_loss(model, x, latents, 0.01)
     best = history.loss.gather(0, history.best.view(1, -1))[0]
     torch.testing.assert_close(loss, best)
     torch.testing.assert_close(best, history.loss.min(0).values)
 
     # Rate-dominated (tiny lambda) with huge steps: every step is worse, or NaN.
-    y, z, history = refine_latents(model, x[:1], Refine(method="ste", iterations=3, lr=1e4,
-                                                        lam=1e-5))
+    latents, history = refine_latents(model, x[:1], Refine(method="ste", iterations=3, lr=1e4,
+                                                           lam=1e-5))
     assert int(history.best[0]) == 0 and not (history.loss[1:] <= history.loss[0]).any()
-    y0, z0 = model.analyze(_pad(x[:1]))
-    assert torch.equal(y, y0) and torch.equal(z, z0)
+    for v, v0 in zip(latents, model.analyze(model.pad(x[:1])), strict=True):
+        assert torch.equal(v, v0)
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_runs(model, method):
-    _, _, history = refine_latents(model, smooth_image(20, 30)[None],
-                                   Refine(method=method, iterations=3, lr=0.05, seed=3))
+    _, history = refine_latents(model, smooth_image(20, 30)[None],
+                                Refine(method=method, iterations=3, lr=0.05, seed=3))
     assert torch.isfinite(history.loss).all() and torch.isfinite(history.relaxed).all()
     assert history.loss.min() <= history.loss[0, 0]
 
@@ -113,8 +119,8 @@ def test_semi_multi_rate(model, image):
     """A refinement lambda other than the model's moves the rate: higher lambda, more bits."""
     bpp = {}
     for lam in (1e-4, 0.1):
-        _, _, history = refine_latents(model, image[None],
-                                       Refine(method="ssl", iterations=8, lr=0.05, lam=lam))
+        _, history = refine_latents(model, image[None],
+                                    Refine(method="ssl", iterations=8, lr=0.05, lam=lam))
         assert history.lam == lam
         bpp[lam] = float(history.at(8)["bpp"][0])
         torch.testing.assert_close(
@@ -127,23 +133,24 @@ def test_lambda_required_without_model_info(image):
     bare = MeanScaleHyperprior(ModelConfig(N=16, M=24)).eval().requires_grad_(False)
     with pytest.raises(ValueError, match="lam"):
         refine_latents(bare, image[None], Refine(iterations=1))
-    _, _, history = refine_latents(bare, image[None], Refine(iterations=1, lam=0.02))
+    _, history = refine_latents(bare, image[None], Refine(iterations=1, lam=0.02))
     assert history.lam == 0.02
 
 
 def test_time_budget_and_progress(model, image, capsys):
-    y, z, history = refine_latents(model, image[None],
-                                   Refine(iterations=50, time_budget=1e-9, progress=True))
+    latents, history = refine_latents(model, image[None],
+                                      Refine(iterations=50, time_budget=1e-9, progress=True))
     assert history.steps == 0 and int(history.best[0]) == 0
-    y0, z0 = model.analyze(_pad(image[None]))
-    assert torch.equal(y, y0) and torch.equal(z, z0)
+    for v, v0 in zip(latents, model.analyze(model.pad(image[None])), strict=True):
+        assert torch.equal(v, v0)
     refine_latents(model, image[None], Refine(iterations=2, progress=True))
     assert "loss=" in capsys.readouterr().err
 
 
 def test_engine_compress_forwards_refine(model, image, monkeypatch):
     codec = engine.Codec(weights=model)
-    for key in ((5, None), (engine.DEFAULT_QUALITY, None)):
+    for key in ((engine.DEFAULT_MODEL, 5, "auto"),
+                (engine.DEFAULT_MODEL, engine.DEFAULT_QUALITY, "auto")):
         monkeypatch.setitem(engine._codecs, key, codec)
     refine = Refine(method="linear3", iterations=4, lr=0.05)
     data = engine.compress(image, quality=5, refine=refine)

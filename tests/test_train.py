@@ -14,7 +14,8 @@ from engine.images import to_uint8
 from engine.train import TrainConfig, Trainer
 from engine.train.export import export_checkpoint
 from engine.train.loop import rd_loss
-from engine.zoo import SCALE, load_weights
+from engine.zoo import load_weights
+from engine.zoo.weights import SCALE
 from tests.conftest import smooth_image
 
 
@@ -91,8 +92,8 @@ def test_export_then_load(tmp_path):
     os.umask(umask)
     assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask  # not owner-only
     model = load_weights(out)
-    assert model.info["quality"] == 2 and model.info["lambda"] == 0.01
-    assert model.info["steps"] == 3
+    assert model.info.quality == 2 and model.info.lam == 0.01
+    assert model.info.meta["steps"] == 3
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(model.state_dict()[k], v.half().float())
 
@@ -104,7 +105,7 @@ def test_export_records_the_initial_weights(tmp_path):
     Trainer(tmp_path / "b", config(data, 2, init=str(tmp_path / "a.safetensors")),
             device="cpu").run(progress=False)
     export_checkpoint(tmp_path / "b", tmp_path / "b.safetensors")
-    info = load_weights(tmp_path / "b.safetensors").info
+    info = load_weights(tmp_path / "b.safetensors").info.meta
     assert info["steps"] == 2 and info["total_steps"] == 5
     assert info["init_info"]["quality"] == 4 and info["init_info"]["steps"] == 3
 
@@ -116,7 +117,7 @@ def test_int8_storage(tmp_path):
     export_checkpoint(tmp_path / "run", tmp_path / "f16.safetensors", quality=3)
     export_checkpoint(tmp_path / "run", tmp_path / "i8.safetensors", "int8", quality=3)
     model = load_weights(tmp_path / "i8.safetensors")
-    assert model.info["quality"] == 3 and model.info["steps"] == 3
+    assert model.info.quality == 3 and model.info.meta["steps"] == 3
     for k, v in trainer.model.state_dict().items():
         if v.dim() == 4:  # per output channel: within half a step of 1/127 of its largest value
             step = v.abs().flatten(1).amax(1).view(-1, 1, 1, 1) / 127
@@ -128,7 +129,8 @@ def test_int8_storage(tmp_path):
     # A weights file stored again (here back to float16) keeps the model and its history.
     export_checkpoint(tmp_path / "i8.safetensors", tmp_path / "again.safetensors")
     again = load_weights(tmp_path / "again.safetensors")
-    assert again.info["quality"] == 3 and again.info["train_config"] == model.info["train_config"]
+    assert again.info.quality == 3
+    assert again.info.meta["train_config"] == model.info.meta["train_config"]
     assert all(torch.allclose(again.state_dict()[k], v, rtol=1e-3, atol=1e-6)
                for k, v in model.state_dict().items())
     # A damaged int8 file (scales missing) is refused with a clear error.

@@ -7,7 +7,9 @@ outside the regular range are coded exactly as ESCAPE plus bypass bits (see docs
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -66,3 +68,14 @@ class CdfTables:
 
     def __len__(self) -> int:
         return len(self.sizes)
+
+    @cached_property
+    def fingerprint(self) -> int:
+        """CRC32 of every table's size, offset and CDF: version 2 streams carry it, so that a
+        change to how tables are derived fails loudly (and in the golden-stream tests) instead
+        of decoding garbage."""
+        crc = zlib.crc32(self.sizes.astype("<i4").tobytes())
+        crc = zlib.crc32(self.offsets.astype("<i4").tobytes(), crc)
+        for t, n in enumerate(self.sizes):
+            crc = zlib.crc32(self.cdfs[t, : n + 1].astype("<i4").tobytes(), crc)
+        return crc

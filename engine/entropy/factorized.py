@@ -92,6 +92,13 @@ class FactorizedDensity(nn.Module):
         """int32 coding symbols round(z - median), same shape as z."""
         return torch.round(z - self.medians.view(1, -1, 1, 1)).to(torch.int32)
 
+    def indexes(self, shape: tuple[int, ...], device: torch.device | str = "cpu") -> Tensor:
+        """(1, C*H*W) int32 table indexes of z's symbols of shape (C, H, W) in (C, H, W) order:
+        each symbol's channel."""
+        c, h, w = shape
+        channels = torch.arange(c, dtype=torch.int32, device=device)
+        return channels.repeat_interleave(h * w).unsqueeze(0)
+
     def dequantize(self, symbols: Tensor) -> Tensor:
         return symbols.to(torch.float32) + self.medians.view(1, -1, 1, 1).to(symbols.device)
 

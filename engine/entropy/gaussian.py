@@ -3,7 +3,7 @@ hierarchical priors for learned image compression", NeurIPS 2018: the mean-scale
 
 The likelihood of a quantized value is
     Phi((0.5 - |y - mu|) / sigma) - Phi((-0.5 - |y - mu|) / sigma),
-with sigma >= SCALE_MIN and the likelihood >= LIKELIHOOD_MIN (`kernels.quantize`). Coding uses the
+with sigma >= SCALE_MIN and the likelihood >= LIKELIHOOD_MIN (`kernels.dispatch`). Coding uses the
 symbols round(y - mu) under one of NUM_SCALES fixed CDF tables, chosen by `scale_indexes`.
 """
 
@@ -16,11 +16,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from kernels import quantize as quantize_kernel
-from kernels.quantize import SCALE_MIN
+from kernels import dispatch
 
 from .cdf import CdfTables, quantize_pmf
 
+SCALE_MIN = 0.11  # sigma's lower bound, and the smallest table scale
+LIKELIHOOD_MIN = 1e-9  # the likelihood's lower bound: no symbol costs more than ~30 bits
+_BOUNDS = {"scale_min": SCALE_MIN, "likelihood_min": LIKELIHOOD_MIN}  # as the kernels take them
 SCALE_MAX = 256.0
 NUM_SCALES = 64
 TAIL_MASS = 1e-9
@@ -30,16 +32,20 @@ MAX_HALF_WIDTH = 511  # wider distributions code their far tails through the esc
 SCALES = np.exp(np.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), NUM_SCALES))
 
 
-def scale_indexes(scales: Tensor) -> Tensor:
-    """The table index of every scale: how many of SCALES[:-1] lie strictly below it.
+def scale_bounds(like: Tensor) -> Tensor:
+    """The index rule's bounds, SCALES[:-1], in the dtype and on the device of `like`."""
+    return torch.as_tensor(SCALES[:-1], dtype=like.dtype, device=like.device)
 
-    This is the only place the index is derived; encoder and decoder both call it on the
-    hyper-decoder output, which is computed in float64 (see `MeanScaleHyperprior.hyper_decode`)
-    so that both sides agree. A scale picks the smallest table scale >= itself; scales above
-    SCALE_MAX use the last table.
+
+def scale_indexes(scales: Tensor) -> Tensor:
+    """The table index of every scale: how many of `scale_bounds` lie strictly below it (the
+    smallest table scale >= the scale; scales above SCALE_MAX use the last table).
+
+    The encoder gets the same indexes from the fused quantization (`GaussianConditional.quantize`
+    passes it these bounds; the kernel's search is bit-exact to this). Both sides apply the rule
+    to the hyper-decoder's float64 output (`MeanScaleHyperprior.hyper_decode`), so they agree.
     """
-    bounds = torch.as_tensor(SCALES[:-1], dtype=scales.dtype, device=scales.device)
-    return torch.bucketize(scales, bounds, right=False).to(torch.int32)
+    return torch.bucketize(scales, scale_bounds(scales), right=False).to(torch.int32)
 
 
 @lru_cache(maxsize=1)
@@ -65,10 +71,30 @@ class GaussianConditional(nn.Module):
                 ) -> tuple[Tensor, Tensor]:
         """(y_hat, likelihoods). y_hat = round(y - mu) + mu with a straight-through gradient (what
         the decoder sees); the rate is measured on y + U(-0.5, 0.5) in training, y_hat otherwise.
-        Fused with its backward on the GPU (`kernels.quantize.quantize_train`). Always float32:
+        Fused with its backward on the GPU (`kernels.dispatch.quantize_train`). Always float32:
         rounding and likelihoods are too coarse in half precision (autocast)."""
         with torch.autocast(y.device.type, enabled=False):
-            return quantize_kernel.quantize_train(y.float(), scales.float(), means.float(), noise)
+            return dispatch.quantize_train(y.float(), scales.float(), means.float(), noise,
+                                           **_BOUNDS)
+
+    @staticmethod
+    def likelihood(values: Tensor, scales: Tensor, means: Tensor) -> Tensor:
+        """P(value) of values on the (possibly relaxed) grid around the means, differentiable."""
+        return dispatch.likelihood(values, scales, means, **_BOUNDS)
+
+    @staticmethod
+    def quantize(y: Tensor, scales: Tensor, means: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The coding quantization of y (B, M, h, w) given float64 scales and means: (symbols
+        round(y - mu) int32, estimated bits per image (B,), table indexes int32), in one pass
+        (fused on the GPU). The indexes are `scale_indexes(scales)`, bit for bit."""
+        symbols, likelihoods, indexes = dispatch.quantize(y, scales, means, scale_bounds(scales),
+                                                          **_BOUNDS)
+        return symbols, -torch.log2(likelihoods).flatten(1).sum(1), indexes
+
+    @staticmethod
+    def indexes(scales: Tensor) -> Tensor:
+        """The decoder's table indexes (int32, the shape of `scales`): `scale_indexes`."""
+        return scale_indexes(scales)
 
     @staticmethod
     def tables() -> CdfTables:

@@ -1,5 +1,15 @@
-"""The codec's networks."""
+"""The codec's networks: every model kind implements `CodingModel` (engine/models/base.py)."""
 
-from .hyperprior import ALIGN, MeanScaleHyperprior, ModelConfig
+from .base import CodingModel, Encoded, ModelInfo
+from .channel import ChannelConditional, ChannelConfig
+from .factorized_prior import FactorizedPrior
+from .hyperprior import MeanScaleHyperprior, ModelConfig
+from .scale_hyperprior import ScaleHyperprior
 
-__all__ = ["ALIGN", "MeanScaleHyperprior", "ModelConfig"]
+# Every model kind, by the name its weights files carry ("arch").
+KINDS: dict[str, type[CodingModel]] = {
+    kind.ARCH: kind for kind in (MeanScaleHyperprior, ScaleHyperprior, FactorizedPrior,
+                                ChannelConditional)}
+
+__all__ = ["KINDS", "ChannelConditional", "ChannelConfig", "CodingModel", "Encoded",
+           "MeanScaleHyperprior", "ModelConfig", "ModelInfo"]

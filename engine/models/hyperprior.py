@@ -5,27 +5,25 @@
     y_hat = round(y - means) + means --g_s--> x_hat (B, 3, H, W)
 
 g_a is Balle's four 5x5 stride-2 convolutions with GDN; g_s and h_s upsample with sub-pixel
-convolutions (Theis et al., ICLR 2017) instead of transposed convolutions. H and W must be
-multiples of `ALIGN`; the codec pads (and crops) for any other size.
+convolutions (Theis et al., ICLR 2017) instead of transposed convolutions. H and W are multiples
+of ALIGN (the codec pads). Coding passes: z (whole, in stream 0), then y.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor, nn
 
+from .. import precision
 from ..entropy.cdf import CdfTables
 from ..entropy.factorized import FactorizedDensity
 from ..entropy.gaussian import GaussianConditional
+from .base import CodingModel, Decoding, Encoded, Latents, Quantizer
 from .layers import GDN, SubpelConv, conv, leaky_relu
-
-ALIGN = 64
-TILE_PIXELS = 1 << 21  # the transforms run in horizontal strips of about this many image pixels
-_HALO = 3  # latent rows of context around a strip: more than any transform's receptive radius
+from .strips import in_strips
 
 
 @dataclass(frozen=True)
@@ -44,8 +42,12 @@ class LeakyReLU(nn.Module):
         return leaky_relu(x)
 
 
-class MeanScaleHyperprior(nn.Module):
-    """The codec's network: transforms, hyper-transforms and both entropy models."""
+class MeanScaleHyperprior(CodingModel):
+    """The transforms, hyper-transforms and both entropy models."""
+
+    ARCH = "mean_scale_hyperprior"
+    KIND_ID = 1
+    CONFIG = ModelConfig
 
     def __init__(self, config: ModelConfig = ModelConfig()) -> None:
         super().__init__()
@@ -63,33 +65,83 @@ class MeanScaleHyperprior(nn.Module):
             conv(M * 3 // 2, 2 * M, 3, 1))
         self.entropy_z = FactorizedDensity(N)
         self.entropy_y = GaussianConditional()
-        # Derived coding state, built on first use; a plain dict so it stays out of state_dict.
-        self._cache: dict[str, object] = {}
 
-    def forward(self, x: Tensor, noise: bool = True) -> dict[str, Tensor]:
-        """Training/evaluation pass: x (B, 3, H, W) in [0, 1] -> x_hat and both likelihoods."""
+    def forward(self, x: Tensor, noise: bool = True) -> dict:
+        """Training pass: x (B, 3, H, W) in [0, 1] -> {"x_hat", "likelihoods": [y's, z's]}."""
         y = self.g_a(x)
         z = self.h_a(y)
         z_hat, z_lik = self.entropy_z(z, noise)
         scales, means = self.h_s(z_hat).chunk(2, dim=1)
         y_hat, y_lik = self.entropy_y(y, scales, means, noise)
-        return {"x_hat": self.g_s(y_hat), "y_likelihoods": y_lik, "z_likelihoods": z_lik}
+        return {"x_hat": self.g_s(y_hat), "likelihoods": [y_lik, z_lik]}
 
     def aux_loss(self) -> Tensor:
         return self.entropy_z.aux_loss()
 
-    # --- the coding path ---------------------------------------------------------------------
+    # --- the coding interface (engine.models.base) --------------------------------------------
 
-    def analyze(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def pass_shapes(self, height: int, width: int) -> list[tuple[int, ...]]:
+        hp, wp = self.padded(height), self.padded(width)
+        return [(self.config.N, hp // 64, wp // 64), (self.config.M, hp // 16, wp // 16)]
+
+    def analyze(self, x: Tensor) -> Latents:
         """x (B, 3, H, W) -> (y, z), both float32; g_a runs in strips on large images to bound
         memory. g_a may run under autocast (`engine.precision`); h_a never does, so that z does
         not depend on it."""
-        y = _in_strips(self.g_a, x, 16, 1, self.config.M).float()
+        y = in_strips(self.g_a, precision.layout(x), 16, 1, self.config.M).float()
         with torch.autocast(x.device.type, enabled=False):
             return y, self.h_a(y)
 
+    def encode_latents(self, latents: Latents, quality: float) -> Encoded:
+        y, z = latents
+        z_sym = self.entropy_z.symbols(z)
+        z_hat = self.entropy_z.dequantize(z_sym)
+        scales, means = self.hyper_decode(z_hat)
+        y_sym, y_bits, y_idx = self.entropy_y.quantize(y, scales, means)
+        z_bits = -torch.log2(self.entropy_z.likelihood(z_hat)).flatten(1).sum(1)
+        b = y.shape[0]
+        return Encoded(
+            symbols=[z_sym.flatten(1), y_sym.flatten(1)],
+            indexes=[self.entropy_z.indexes(z_sym.shape[1:], z_sym.device).expand(b, -1),
+                     y_idx.flatten(1) + self.config.N],
+            bits=y_bits + z_bits.to(y_bits))
+
+    def decode(self, batch: int, height: int, width: int, quality: float,
+               device: torch.device) -> Decoding:
+        z_shape, y_shape = self.pass_shapes(height, width)
+        z_sym = yield self.entropy_z.indexes(z_shape, device).expand(batch, -1)
+        z_hat = self.entropy_z.dequantize(z_sym.to(device).view(batch, *z_shape))
+        scales, means = self.hyper_decode(z_hat)
+        y_sym = yield self.entropy_y.indexes(scales).flatten(1) + self.config.N
+        y_hat = (y_sym.to(device).view(batch, *y_shape) + means).float()
+        return self.synthesize(y_hat)
+
+    def tables(self) -> CdfTables:
+        """z's per-channel tables first, then the Gaussian scale tables."""
+        if "tables" not in self._cache:
+            self._cache["tables"] = CdfTables.concat(self.entropy_z.tables(),
+                                                     self.entropy_y.tables())
+        return self._cache["tables"]
+
+    def relaxed(self, latents: Latents, quality: float, quantize: Quantizer
+                ) -> tuple[Tensor, list[Tensor]]:
+        y, z = latents
+        med = self.entropy_z.medians.view(1, -1, 1, 1)
+        z_t = quantize(z - med) + med
+        scales, means = self.h_s(z_t).chunk(2, dim=1)
+        y_t = quantize(y - means) + means
+        likelihoods = [self.entropy_y.likelihood(y_t, scales, means),
+                       self.entropy_z.likelihood(z_t)]
+        return self.g_s(y_t), likelihoods
+
+    def invalidate(self) -> None:
+        super().invalidate()
+        self.entropy_z.invalidate()
+
+    # --- the pieces -------------------------------------------------------------------------
+
     def hyper_decode(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
-        """z_hat -> (scales, means), both float64.
+        """z_hat -> (scales, means), both float64, never under autocast.
 
         The scale-table indexes derive from these scales, and the decoder must derive exactly the
         encoder's indexes. Float32 convolutions differ in the last bits between thread counts,
@@ -99,15 +151,16 @@ class MeanScaleHyperprior(nn.Module):
         h_s64 = self._cache.get("h_s64")
         if h_s64 is None or next(h_s64.parameters()).device != z_hat.device:
             h_s64 = self._cache["h_s64"] = copy.deepcopy(self.h_s).double().to(z_hat.device)
-        # In strips: float64 convolutions unfold their input (9x its size) on the CPU.
-        out = _in_strips(h_s64, z_hat.double(), 1, 4, 2 * self.config.M, unit_rows=64)
+        with torch.autocast(z_hat.device.type, enabled=False):
+            # In strips: float64 convolutions unfold their input (9x its size) on the CPU.
+            out = in_strips(h_s64, z_hat.double(), 1, 4, 2 * self.config.M, unit_rows=64)
         scales, means = out.chunk(2, dim=1)
         return scales.contiguous(), means.contiguous()
 
     def synthesize(self, y_hat: Tensor) -> Tensor:
         """y_hat (B, M, h, w) -> x_hat (B, 3, 16h, 16w) float32, clamped to [0, 1]; g_s runs in
         strips on large images to bound memory."""
-        return _in_strips(self._g_s, y_hat, 1, 16, 3).clamp_(0, 1)
+        return in_strips(self._g_s, precision.layout(y_hat), 1, 16, 3).clamp_(0, 1)
 
     def _g_s(self, y_hat: Tensor) -> Tensor:
         """g_s, whose layers but the last may run under autocast: the last one's rounding goes
@@ -116,44 +169,3 @@ class MeanScaleHyperprior(nn.Module):
         h = self.g_s[:-1](y_hat)
         with torch.autocast(y_hat.device.type, enabled=False):
             return self.g_s[-1](h.float())
-
-    def tables(self) -> CdfTables:
-        """The coder's tables: z's per-channel tables first, then the Gaussian scale tables."""
-        if "tables" not in self._cache:
-            self._cache["tables"] = CdfTables.concat(self.entropy_z.tables(),
-                                                     self.entropy_y.tables())
-        return self._cache["tables"]
-
-    @property
-    def num_z_tables(self) -> int:
-        return self.config.N
-
-    def invalidate(self) -> None:
-        """Forget the derived coding state (tables, float64 h_s) after the weights change."""
-        self._cache.clear()
-        self.entropy_z.invalidate()
-
-
-def _in_strips(f: Callable[[Tensor], Tensor], x: Tensor, in_unit: int, out_unit: int,
-               out_channels: int, unit_rows: int = 16) -> Tensor:
-    """f(x) for a transform mapping every `in_unit` rows of x to `out_unit` rows (one latent
-    row, which stands for `unit_rows` image rows: 16 for a row of y, 64 for one of z), computed
-    in strips of latent rows when the image is large.
-
-    Each strip carries _HALO latent rows of context on both sides, computed and discarded, so
-    every kept row sees its whole receptive field: the result equals f(x) up to float rounding.
-    """
-    b, _, h, w = x.shape
-    latent_rows = h // in_unit
-    image_width = w * unit_rows // in_unit
-    rows = max(4, TILE_PIXELS // (unit_rows * image_width))
-    if latent_rows <= rows:
-        return f(x)
-    out = x.new_empty(b, out_channels, latent_rows * out_unit, w * out_unit // in_unit)
-    for s in range(0, latent_rows, rows):
-        a, e = max(0, s - _HALO), min(latent_rows, s + rows + _HALO)
-        part = f(x[:, :, a * in_unit : e * in_unit])
-        n = min(rows, latent_rows - s)
-        out[:, :, s * out_unit : (s + n) * out_unit] = (
-            part[:, :, (s - a) * out_unit : (s - a + n) * out_unit])
-    return out

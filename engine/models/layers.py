@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kernels import gdn as gdn_kernel
-from kernels import subpel as subpel_kernel
+from kernels.dispatch import gdn, subpel, subpel_igdn
 from kernels.lower_bound import lower_bound
 
 
@@ -46,7 +45,7 @@ class GDN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         beta, gamma = self.effective_params()
-        return gdn_kernel.gdn(x, beta, gamma, self.inverse)
+        return gdn(x, beta, gamma, self.inverse)
 
 
 class SubpelConv(nn.Module):
@@ -71,8 +70,8 @@ class SubpelConv(nn.Module):
         y = _winograd_conv3x3(x, self.conv.weight) if _use_winograd(x, self.conv) else self.conv(x)
         if self.act == "igdn":
             beta, gamma = self.igdn.effective_params()
-            return subpel_kernel.subpel_igdn(y, self.bias, self.r, beta, gamma)
-        return subpel_kernel.subpel(y, self.bias, self.r, lrelu=self.act == "lrelu")
+            return subpel_igdn(y, self.bias, self.r, beta, gamma)
+        return subpel(y, self.bias, self.r, lrelu=self.act == "lrelu")
 
 
 # NNPACK's Winograd 3x3 convolution is about 2.4x faster than the default oneDNN direct

@@ -1,17 +1,16 @@
-"""Refining one image's latents against a frozen mean-scale hyperprior (SGA+, Perugachi-Diaz,
-Gansekoele, Bhulai, NeurIPS 2024; SGA, Yang, Bamler, Mandt, NeurIPS 2020).
+"""Refining the latents of images against a frozen model (SGA+, Perugachi-Diaz, Gansekoele,
+Bhulai, NeurIPS 2024; SGA, Yang, Bamler, Mandt, NeurIPS 2020), for any model kind.
 
-y and z start from g_a and h_a of the padded image. Each step, with Q the method's quantizer
-(`relax`) applied to the values the codec rounds:
+The latents start from the model's analysis of the padded image. Each step, with Q the method's
+quantizer (`relax`) in place of every rounding the codec does (`CodingModel.relaxed`):
 
-    z~ = Q(z - med) + med;  (sigma, mu) = h_s(z~);  y~ = Q(y - mu) + mu;  x~ = g_s(y~)
-    loss = lam 255^2 MSE(x~, x) + bpp(y~ | sigma, mu) + bpp(z~)
+    loss = lam 255^2 MSE(x~, x) + bpp(likelihoods of the relaxed latents)
 
-with the model's own likelihoods; the distortion is measured on the original pixels (x~ cropped)
-and bpp per original pixel. The true loss is the same with hard rounding and x~ clamped to [0, 1],
-as the codec codes and decodes. It is evaluated before every step and after the last, and the
-latents with the lowest true loss are returned: iteration 0 (the unrefined latents) counts, so
-refinement never does worse than none.
+(`engine.rd`); the distortion is measured on the original pixels (x~ cropped) and bpp per
+original pixel. The true loss is the codec's own: the model's coding passes (`encode_latents`)
+give the rate, and what the decoder makes of them (`reconstruct`) the distortion. It is
+evaluated before every step and after the last, and the latents with the lowest true loss are
+returned: iteration 0 (the unrefined latents) counts, so refinement never does worse than none.
 """
 
 from __future__ import annotations
@@ -24,10 +23,9 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from kernels.quantize import likelihood
-
-from ..codec import _pad
-from ..models import MeanScaleHyperprior
+from ..models import CodingModel
+from ..models.base import Latents
+from ..rd import rd_loss, total_bits
 from .config import Refine
 from .rounding import relax
 
@@ -69,42 +67,58 @@ class History:
                 "psnr": self.psnr.gather(0, pick)[0], "row": row}
 
 
-def refine_latents(model: MeanScaleHyperprior, x: Tensor, refine: Refine
-                   ) -> tuple[Tensor, Tensor, History]:
-    """x (B, 3, H, W) in [0, 1] on the model's device, any H and W (padded like the codec) ->
-    the refined y (B, M, H'/16, W'/16) and z (B, N, H'/64, W'/64), H' and W' padded, float32, and
-    the History. The model is not changed; gradients go to the latents only."""
-    lam = _lambda(model, refine)
+def refine_latents(model: CodingModel, x: Tensor, refine: Refine, quality: float = 0.0
+                   ) -> tuple[Latents, History]:
+    """x (B, 3, H, W) in [0, 1] on the model's device, any H and W -> the refined latents (of
+    the padded image, as `model.analyze` gives them) and the History. `quality`: the rate of a
+    variable-rate model. The model is not changed; gradients go to the latents only. Runs with
+    gradients whatever the caller's mode (`torch.no_grad`, `torch.inference_mode`)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        return _refine(model, x.detach().clone().float(), refine, quality)
+
+
+def _refine(model: CodingModel, x: Tensor, refine: Refine, quality: float
+            ) -> tuple[Latents, History]:
+    lam = _lambda(model, refine, quality)
     start = time.perf_counter()
-    x = x.detach().float()
     generator = torch.Generator(device=x.device).manual_seed(refine.seed)
+    h, w = x.shape[2:]
     with torch.no_grad():
-        y0, z0 = model.analyze(_pad(x))
-    y, z = y0.clone().requires_grad_(True), z0.clone().requires_grad_(True)
-    best_y, best_z = y0, z0
+        initial = model.analyze(model.pad(x))
+    latents = [v.clone().requires_grad_(True) for v in initial]
+    best = list(initial)
     best_loss = torch.full((x.shape[0],), math.inf, device=x.device)
     best_row = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-    opt = torch.optim.Adam([y, z], lr=refine.lr)
+    opt = torch.optim.Adam(latents, lr=refine.lr)
     rows, relaxed, taus, seconds = [], [], [], []
     show = refine.progress if refine.progress is not None else refine.iterations >= 100
     bar = tqdm(total=refine.iterations, desc=f"refine {refine.method}", unit="it",
                disable=None if show and refine.progress is None else not show)
     for t in range(refine.iterations + 1):
-        loss, bpp, mse = _true_loss(model, x, y.detach(), z.detach(), lam)
+        current = tuple(v.detach() for v in latents)
+        with torch.no_grad():  # what the codec codes and decodes
+            encoded = model.encode_latents(current, quality)
+            x_hat = model.reconstruct(encoded, h, w, quality)
+            loss, bpp, mse = rd_loss(x_hat, x, encoded.bits.to(x), lam)
         better = loss < best_loss  # False for NaN: a diverged step is never kept
         best_loss = torch.where(better, loss, best_loss)
         best_row = torch.where(better, t, best_row)
-        keep = better.view(-1, 1, 1, 1)
-        best_y = torch.where(keep, y.detach(), best_y)
-        best_z = torch.where(keep, z.detach(), best_z)
+        for i, v in enumerate(current):
+            best[i] = torch.where(better.view(-1, *[1] * (v.dim() - 1)), v, best[i])
         rows.append(torch.stack([loss, bpp, mse]))
         seconds.append(_elapsed(start, x.device))
         if t == refine.iterations or (refine.time_budget is not None
                                       and seconds[-1] >= refine.time_budget):
             break
         taus.append(refine.temperature(t))
-        step_loss = _relaxed_loss(model, x, y, z, lam, refine, t, generator)
-        y.grad, z.grad = torch.autograd.grad(step_loss.sum(), [y, z])
+        x_t, likelihoods = model.relaxed(tuple(latents), quality,
+                                         lambda v, t=t: relax(v, refine, t, generator))
+        # x~ is not clamped (as in training): the clamp would stop the gradient of every
+        # saturated pixel.
+        step_loss = rd_loss(x_t, x, total_bits(likelihoods), lam)[0]
+        grads = torch.autograd.grad(step_loss.sum(), latents)
+        for v, g in zip(latents, grads, strict=True):
+            v.grad = g
         opt.step()
         relaxed.append(step_loss.detach())
         bar.update(1)
@@ -118,16 +132,16 @@ def refine_latents(model: MeanScaleHyperprior, x: Tensor, refine: Refine
         relaxed=(torch.stack(relaxed).cpu() if relaxed else torch.empty(0, x.shape[0])),
         tau=torch.tensor(taus, dtype=torch.float64),
         seconds=torch.tensor(seconds, dtype=torch.float64), best=best_row.cpu(), lam=lam)
-    return best_y, best_z, history
+    return tuple(best), history
 
 
-def _lambda(model: MeanScaleHyperprior, refine: Refine) -> float:
+def _lambda(model: CodingModel, refine: Refine, quality: float) -> float:
     if refine.lam is not None:
         return refine.lam
-    lam = getattr(model, "info", {}).get("lambda")
+    lam = model.training_lambda(quality)
     if lam is None:
-        raise ValueError("the model's training lambda is unknown (no 'lambda' in model.info); "
-                         "give it as Refine(lam=...)")
+        raise ValueError("the model's training lambda is unknown (its weights file records "
+                         "none); give it as Refine(lam=...)")
     return float(lam)
 
 
@@ -139,35 +153,3 @@ def _elapsed(start: float, device: torch.device) -> float:
 
 def _psnr(mse: Tensor) -> Tensor:
     return -10 * torch.log10(mse.clamp_min(1e-10))
-
-
-def _rd(model: MeanScaleHyperprior, x: Tensor, x_hat: Tensor, y_hat: Tensor, z_hat: Tensor,
-        scales: Tensor, means: Tensor, lam: float) -> tuple[Tensor, Tensor, Tensor]:
-    """(loss, bpp, mse), each (B,): distortion on the original pixels, rate per original pixel."""
-    h, w = x.shape[2:]
-    mse = (x_hat[:, :, :h, :w] - x).square().flatten(1).mean(1)
-    bits = -(torch.log2(likelihood(y_hat, scales, means)).flatten(1).sum(1)
-             + torch.log2(model.entropy_z.likelihood(z_hat)).flatten(1).sum(1))
-    bpp = bits / (h * w)
-    return lam * 255**2 * mse + bpp, bpp, mse
-
-
-@torch.no_grad()
-def _true_loss(model: MeanScaleHyperprior, x: Tensor, y: Tensor, z: Tensor, lam: float
-               ) -> tuple[Tensor, Tensor, Tensor]:
-    med = model.entropy_z.medians.view(1, -1, 1, 1)
-    z_hat = torch.round(z - med) + med
-    scales, means = model.h_s(z_hat).chunk(2, dim=1)
-    y_hat = torch.round(y - means) + means
-    return _rd(model, x, model.g_s(y_hat).clamp(0, 1), y_hat, z_hat, scales, means, lam)
-
-
-def _relaxed_loss(model: MeanScaleHyperprior, x: Tensor, y: Tensor, z: Tensor, lam: float,
-                  refine: Refine, t: int, generator: torch.Generator) -> Tensor:
-    """The method's loss at step t, (B,). x~ is not clamped (as in training): the clamp would
-    stop the gradient of every saturated pixel."""
-    med = model.entropy_z.medians.view(1, -1, 1, 1)
-    z_t = relax(z - med, refine, t, generator) + med
-    scales, means = model.h_s(z_t).chunk(2, dim=1)
-    y_t = relax(y - means, refine, t, generator) + means
-    return _rd(model, x, model.g_s(y_t), y_t, z_t, scales, means, lam)[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from kernels.sga import sga_round
+from kernels.dispatch import sga_round
 
 from .config import Refine
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from ..models import MeanScaleHyperprior, ModelConfig
+from ..models import CodingModel
 from ..zoo import load_weights, save_weights
-from .loop import CHECKPOINT
+from .loop import CHECKPOINT, TrainConfig, build_model
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, storage: str = "float16",
@@ -30,10 +30,12 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, storage: str = "f
         save_weights(model, out, storage, **{**_stored_info(model), **info})
         return
     config = json.loads(meta["config"])
-    model = MeanScaleHyperprior(ModelConfig(config["N"], config["M"]))
+    model = build_model(TrainConfig(**config))
     model.load_state_dict(state)
     steps = int(meta["step"])
-    meta_info = {"lambda": config["lam"], "steps": steps, "train_config": config}
+    meta_info = {"steps": steps, "train_config": config}
+    if not model.VARIABLE_RATE:  # a variable-rate model's lambdas are in its config
+        meta_info["lambda"] = config["lam"]
     if not config.get("init"):
         meta_info["total_steps"] = steps
     elif Path(config["init"]).exists():  # else the history is unknown here: left out
@@ -43,6 +45,6 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, storage: str = "f
     save_weights(model, out, storage, **{**meta_info, **info})
 
 
-def _stored_info(model: MeanScaleHyperprior) -> dict:
-    """A loaded model's metadata without what loading added (fingerprint, path)."""
-    return {k: v for k, v in model.info.items() if k not in ("fingerprint", "path")}
+def _stored_info(model: CodingModel) -> dict:
+    """A loaded model's training record, as its weights file stores it."""
+    return dict(model.info.meta)

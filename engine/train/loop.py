@@ -12,7 +12,7 @@ import csv
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -21,8 +21,10 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from .. import rd
 from ..images import list_images
-from ..models import ALIGN, MeanScaleHyperprior, ModelConfig
+from ..models import KINDS, CodingModel, MeanScaleHyperprior
+from ..models.channel import MSE_LAMBDAS
 from ..precision import amx_bfloat16
 from ..zoo import load_weights
 from .data import RandomCrops
@@ -32,9 +34,13 @@ CHECKPOINT = "checkpoint.safetensors"
 
 @dataclass
 class TrainConfig:
-    lam: float = 0.013
+    kind: str = MeanScaleHyperprior.ARCH  # a key of engine.models.KINDS
+    lam: float = 0.013  # fixed-rate kinds
+    lambdas: list[float] = field(default_factory=lambda: list(MSE_LAMBDAS))  # variable-rate
     N: int = 128
     M: int = 192
+    slices: int = 4  # channel-conditional kinds
+    hidden: int = 96
     steps: int = 200_000
     batch: int = 8
     crop: int = 256
@@ -55,14 +61,23 @@ class TrainConfig:
         return self.lr * min(1.0, (step + 1) / max(self.warmup, 1)) * 0.1**decay
 
 
-def rd_loss(out: dict[str, torch.Tensor], x: torch.Tensor, lam: float) -> dict[str, torch.Tensor]:
-    """bpp, mse, psnr and loss = bpp + lam * 255^2 * mse for one batch."""
-    pixels = x.shape[0] * x.shape[2] * x.shape[3]
-    bits = -(torch.log2(out["y_likelihoods"]).sum() + torch.log2(out["z_likelihoods"]).sum())
-    bpp = bits / pixels
-    mse = torch.mean((out["x_hat"].float() - x) ** 2)
+def build_model(config: TrainConfig) -> CodingModel:
+    """A new model of the config's kind, with the architecture fields of its config."""
+    if config.kind not in KINDS:
+        raise ValueError(f"unknown model kind {config.kind!r}; expected one of {sorted(KINDS)}")
+    kind = KINDS[config.kind]
+    return kind(kind.CONFIG(**{f.name: getattr(config, f.name)
+                               for f in fields(kind.CONFIG)}))
+
+
+def rd_loss(out: dict, x: torch.Tensor, lam: float | torch.Tensor
+            ) -> dict[str, torch.Tensor]:
+    """Batch means of bpp, mse, psnr and loss = bpp + lam * 255^2 * mse (`engine.rd`); `lam`
+    may be one per image (B,)."""
+    loss, bpp, mse = (v.mean() for v in rd.rd_loss(out["x_hat"], x,
+                                                   rd.total_bits(out["likelihoods"]), lam))
     psnr = -10 * torch.log10(mse.detach().clamp_min(1e-10))
-    return {"loss": bpp + lam * 255**2 * mse, "bpp": bpp, "mse": mse, "psnr": psnr}
+    return {"loss": loss, "bpp": bpp, "mse": mse, "psnr": psnr}
 
 
 class Trainer:
@@ -82,8 +97,6 @@ class Trainer:
             raise ValueError(f"{self.dir} holds no run; give a config")
         else:
             saved.write_text(json.dumps(asdict(config), indent=2))
-        if config.crop % ALIGN:
-            raise ValueError(f"crop must be a multiple of {ALIGN}, got {config.crop}")
         self.config = config
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         # bfloat16 where it is fast: any GPU, and CPUs with AMX (2.9x the float32 steps per second
@@ -94,9 +107,11 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
 
         torch.manual_seed(config.seed)
-        self.model = MeanScaleHyperprior(ModelConfig(config.N, config.M))
+        self.model = build_model(config)
+        if config.crop % self.model.ALIGN:
+            raise ValueError(f"crop must be a multiple of {self.model.ALIGN}, got {config.crop}")
         if config.init:
-            self.model.load_state_dict(load_weights(config.init).state_dict())
+            self._start_from(load_weights(config.init))
         self.model.to(self.device)
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -107,6 +122,23 @@ class Trainer:
         self.step = 0
         if (self.dir / CHECKPOINT).exists():
             self._load()
+
+    def _start_from(self, init: CodingModel) -> None:
+        """Copy the weights of `init`: all of them for the same kind; for another kind (a
+        channel-conditional model started from a hyperprior) the shared parts, by name and
+        shape, leaving the rest as initialised."""
+        if init.ARCH == self.model.ARCH:
+            self.model.load_state_dict(init.state_dict())
+            return
+        own = self.model.state_dict()
+        shared = {k: v for k, v in init.state_dict().items()
+                  if k in own and own[k].shape == v.shape}
+        if not shared:
+            raise ValueError(f"{self.config.init}: a {init.ARCH} shares no weights with a "
+                             f"{self.model.ARCH} of this config")
+        self.model.load_state_dict(shared, strict=False)
+        if self.model.VARIABLE_RATE and init.info.lam is not None:
+            self.model.start_gains(init.info.lam)
 
     # --- checkpoints (safetensors: no pickle anywhere) ------------------------------------
 
@@ -171,8 +203,12 @@ class Trainer:
         if c.channels_last:  # the model's layout (a no-op for a batch already in it)
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            out = self.model(x)
-        metrics = rd_loss(out, x, c.lam)
+            if self.model.VARIABLE_RATE:  # every image at a level of its own
+                levels = torch.randint(1, len(c.lambdas) + 1, (x.shape[0],))
+                out = self.model(x, quality=levels)
+            else:
+                out = self.model(x)
+        metrics = rd_loss(out, x, out["lambdas"] if self.model.VARIABLE_RATE else c.lam)
         self.opt.zero_grad(set_to_none=True)
         metrics["loss"].backward()
         torch.nn.utils.clip_grad_norm_(self.opt.param_groups[0]["params"], c.clip)

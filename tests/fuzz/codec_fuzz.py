@@ -63,13 +63,14 @@ def damage(stream: bytes, rng: np.random.Generator) -> bytes:
             forge_crc(data, crc_at)
         return bytes(data)
     if kind == 1:  # a header field set to a random value, re-packed with a valid CRC
-        name = rng.choice(["height", "width", "z_shape", "y_shape", "stream_lengths", "quality",
-                           "model_id", "fingerprint"])
+        name = rng.choice([f.name for f in dataclasses.fields(header) if f.name != "version"])
         value = getattr(header, name)
         big = int(rng.choice([1, 2, 64, 1 << 14, 1 << 16, 1 << 20, 1 << 31]))
         if isinstance(value, tuple):
             value = tuple(int(rng.integers(0, big + 1)) if rng.random() < 0.5 else v
                           for v in value)
+        elif isinstance(value, float):  # quality, on the header's grid
+            value = int(rng.integers(0, big + 1)) / format.QUALITY_UNITS
         else:
             value = int(rng.integers(0, big + 1))
         header = dataclasses.replace(header, **{name: value})

@@ -176,7 +176,7 @@ std::vector<uint8_t> encode_warp(const std::vector<Segment>& segments) {
                            &status};
   nic::HostWarp<warp::EncodeLane> w;
   warp::encode_one(w, tables().view, a, 0);
-  if (status != warp::kOk) fail("warp encoder: bad status for valid indexes");
+  if (status != nic::kOk) fail("warp encoder: bad status for valid indexes");
   const warp::CompactArgs c{states, scratch.data(), scratch_offsets, &word_start, nullptr,
                             nullptr};
   std::vector<uint8_t> out(static_cast<size_t>(warp::encoded_bytes(c, 0)));
@@ -229,7 +229,7 @@ Outcome decode_warp(const std::vector<uint8_t>& data, const std::vector<Segment>
                      &status};
   nic::HostWarp<warp::DecodeLane> w;
   warp::open_one(w, a, 0);
-  if (status != warp::kOk) return o;
+  if (status != nic::kOk) return o;
   for (o.stop = 0; o.stop < static_cast<int>(segments.size()); ++o.stop) {
     const Segment& s = segments[o.stop];
     std::vector<int32_t> out(s.indexes.size());
@@ -237,11 +237,11 @@ Outcome decode_warp(const std::vector<uint8_t>& data, const std::vector<Segment>
     a.out = out.data();
     seg_len = static_cast<int64_t>(out.size());
     warp::decode_one(w, tables().view, a, 0);
-    if (status != warp::kOk) return o;
+    if (status != nic::kOk) return o;
     o.values.push_back(std::move(out));
   }
   warp::finish_one(w, a, 0);
-  if (status == warp::kOk) o.stop += 1;
+  if (status == nic::kOk) o.stop += 1;
   return o;
 }
 

@@ -15,7 +15,10 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 work="$tmp/main"
 mkdir "$work"
+# Tracked and new files as they are in the working tree (not those deleted there but not yet in
+# a commit).
 (cd "$root" && git ls-files -z --cached --others --exclude-standard |
+   while IFS= read -r -d '' f; do if [[ -e "$f" ]]; then printf '%s\0' "$f"; fi; done |
    xargs -0 cp --parents -t "$work")
 [[ -e "$root/../shared" ]] && ln -s "$(realpath "$root/../shared")" "$tmp/shared"
 

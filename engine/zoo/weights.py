@@ -1,29 +1,24 @@
-"""Model weights: the shipped quality levels and loading/saving safetensors files.
+"""Weights files: safetensors with the model kind, its config and its training record.
 
 A weights file holds float16 tensors, or int8 convolution kernels with a float32 scale per output
-channel (half the size, for large models), and, in its metadata, the architecture and how the
-model was trained. Loading never executes code (safetensors, not pickle). Every loaded model
-carries a fingerprint of its weights that goes into each stream, so a stream is never decoded
-with weights other than the ones that encoded it.
+channel (half the size, for large models), and, in its metadata, the kind ("arch"), its config
+and how the model was trained. Loading never executes code (safetensors, not pickle). Every
+loaded model carries a fingerprint of its weights that goes into each stream, so a stream is
+never decoded with weights other than the ones that encoded it.
 """
 
 from __future__ import annotations
 
 import json
 import zlib
-from functools import cache
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
-from .errors import CodecError
-from .models import MeanScaleHyperprior, ModelConfig
+from ..models import KINDS, CodingModel, ModelInfo
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-ARCH = "mean_scale_hyperprior"
-MODEL_ID = 1  # the architecture's id in stream headers
 STORAGE = ("float16", "int8")
 SCALE = ".int8_scale"  # suffix of an int8 tensor's per-output-channel scales
 
@@ -48,7 +43,7 @@ def _int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.round(w / _per_channel(scale, w)).to(torch.int8), scale
 
 
-def save_weights(model: MeanScaleHyperprior, path: str | Path, storage: str = "float16",
+def save_weights(model: CodingModel, path: str | Path, storage: str = "float16",
                  **info: object) -> None:
     """Write the weights with the architecture and `info` (lambda, steps, ...) as metadata.
     `storage="int8"` stores the convolution kernels (4-D tensors, 99 % of the parameters) as
@@ -62,7 +57,7 @@ def save_weights(model: MeanScaleHyperprior, path: str | Path, storage: str = "f
             tensors[k], tensors[k + SCALE] = _int8(v)
         else:
             tensors[k] = v.half()
-    meta = {"arch": ARCH, "config": json.dumps(model.config.to_dict()), "storage": storage,
+    meta = {"arch": model.ARCH, "config": json.dumps(model.config.to_dict()), "storage": storage,
             "info": json.dumps(info)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,14 +66,30 @@ def save_weights(model: MeanScaleHyperprior, path: str | Path, storage: str = "f
     path.write_bytes(save({k: v.contiguous() for k, v in tensors.items()}, metadata=meta))
 
 
-def load_weights(path: str | Path) -> MeanScaleHyperprior:
-    """A float32 model in eval mode, with `.info` (metadata plus `fingerprint`) attached."""
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-        if meta.get("arch") != ARCH:
-            raise ValueError(f"{path}: not a {ARCH} weights file")
-        model = MeanScaleHyperprior(ModelConfig(**json.loads(meta["config"])))
-        stored = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+def load_weights(path: str | Path) -> CodingModel:
+    """A float32 model of the kind the file names, in eval mode, its `info` filled in."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such weights file: {path}")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            stored = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except Exception as e:  # safetensors raises its own error types for foreign files
+        raise ValueError(f"{path}: not a safetensors weights file ({e})") from None
+    kind = KINDS.get(meta.get("arch", ""))
+    if kind is None:
+        raise ValueError(f"{path}: unknown model kind {meta.get('arch')!r}; "
+                         f"this engine knows {sorted(KINDS)}")
+    # Ordinary tensors even when the caller is in inference mode: weights loaded as inference
+    # tensors could never take part in a backward pass (latent refinement needs one).
+    with torch.inference_mode(False):
+        return _build(kind, meta, stored, path)
+
+
+def _build(kind: type[CodingModel], meta: dict, stored: dict[str, torch.Tensor], path: Path
+           ) -> CodingModel:
+    model = kind(kind.CONFIG(**json.loads(meta["config"])))
     state = {}
     for k, v in stored.items():
         if k.endswith(SCALE):
@@ -89,23 +100,13 @@ def load_weights(path: str | Path) -> MeanScaleHyperprior:
                 raise ValueError(f"{path}: int8 tensor {k} lacks one scale per output channel")
             v = v.float() * _per_channel(scale, v)
         state[k] = v.float()
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: the tensors do not fit a {kind.ARCH} of that config: "
+                         f"{str(e).splitlines()[0]}") from None
     model.eval().requires_grad_(False)
-    model.info = {**json.loads(meta.get("info", "{}")), "fingerprint": fingerprint(model),
-                  "path": str(path)}
+    info = json.loads(meta.get("info", "{}"))
+    model.info = ModelInfo(fingerprint(model), quality=float(info.get("quality", 0)),
+                           lam=info.get("lambda"), path=str(path), meta=info)
     return model
-
-
-def shipped_qualities() -> list[int]:
-    """Quality levels whose weights ship with the package, in increasing rate."""
-    return sorted(int(p.stem.split("-q")[1]) for p in WEIGHTS_DIR.glob("msh-q*.safetensors"))
-
-
-@cache
-def load_quality(quality: int) -> MeanScaleHyperprior:
-    """The shipped model of a quality level (loaded once per process)."""
-    path = WEIGHTS_DIR / f"msh-q{quality}.safetensors"
-    if not path.exists():
-        raise CodecError(f"no shipped model for quality {quality}; "
-                         f"available: {shipped_qualities()}")
-    return load_weights(path)
