@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -30,22 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 KODAK = ROOT.parent / "shared" / "data" / "kodak"
 sys.path.insert(0, str(ROOT))
 
-from results_md import commit, write_section  # noqa: E402
+from results_md import commit, cpu, write_section  # noqa: E402
 
 from engine.dataset import Workers, compress_dir  # noqa: E402
 from engine.images import list_images  # noqa: E402
-
-
-def cpu() -> str:
-    """The CPU's model name, its cores, and whether it has AVX-512 and AMX."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                 if line.startswith("model name")), platform.processor() or platform.machine())
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines()
-                  if line.startswith("flags")), [])
-    has = {"AVX-512": "avx512f" in flags, "AMX": "amx_tile" in flags}
-    return f"{name}, {os.cpu_count()} cores, " + ", ".join(
-        f"{k} {'yes' if v else 'no'}" for k, v in has.items())
 
 
 def timed_run(folder: Path, workers: Workers, repeat: int, scratch: Path

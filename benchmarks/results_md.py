@@ -42,9 +42,21 @@ def write_section(name: str, title: str, text: str) -> None:
     print(f"wrote section {name} of {RESULTS_MD}")
 
 
+def cpu() -> str:
+    """The CPU's model name, its cores, and whether it has AVX-512 and AMX."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                 if line.startswith("model name")), platform.processor() or platform.machine())
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines()
+                  if line.startswith("flags")), [])
+    has = {"AVX-512": "avx512f" in flags, "AMX": "amx_tile" in flags}
+    return f"{name}, {os.cpu_count()} cores, " + ", ".join(
+        f"{k} {'yes' if v else 'no'}" for k, v in has.items())
+
+
 def machine(device: str | torch.device) -> str:
-    """What ran the figures: the GPU's name, or the CPU architecture and torch's thread count."""
+    """What ran the figures: the GPU's name, or the CPU and torch's thread count."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return f"{cpu()}, {torch.get_num_threads()} threads"

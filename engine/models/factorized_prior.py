@@ -7,22 +7,20 @@ synthesis.
 
 y is coded with a learned factorized density per channel (`engine.entropy.factorized`) and no
 side information: one coding pass, split across the streams (WHOLE_PASSES = 0). g_a and g_s are
-the mean-scale hyperprior's (`engine.models.hyperprior`; N is their inner width). H and W are
+the shared transforms (`engine.models.transforms`; N is their inner width). H and W are
 multiples of ALIGN = 16, g_a's stride (the codec pads).
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .. import precision
 from ..entropy.cdf import CdfTables
 from ..entropy.factorized import FactorizedDensity
 from .base import CodingModel, Decoding, Encoded, Latents, Quantizer
 from .hyperprior import ModelConfig
-from .layers import GDN, SubpelConv, conv
-from .strips import in_strips
+from .transforms import Analysis, Synthesis
 
 
 class FactorizedPrior(CodingModel):
@@ -38,11 +36,8 @@ class FactorizedPrior(CodingModel):
         super().__init__()
         self.config = config or ModelConfig()
         N, M = self.config.N, self.config.M
-        self.g_a = nn.Sequential(
-            conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
-        self.g_s = nn.Sequential(
-            SubpelConv(M, N, act="igdn"), SubpelConv(N, N, act="igdn"),
-            SubpelConv(N, N, act="igdn"), SubpelConv(N, 3))
+        self.g_a = Analysis(N, M)
+        self.g_s = Synthesis(N, M)
         self.entropy_y = FactorizedDensity(M)
 
     def forward(self, x: Tensor, noise: bool = True) -> dict:
@@ -61,7 +56,7 @@ class FactorizedPrior(CodingModel):
     def analyze(self, x: Tensor) -> Latents:
         """x (B, 3, H, W) -> (y,), float32; g_a runs in strips on large images and may run
         under autocast (`engine.precision`)."""
-        return (in_strips(self.g_a, precision.layout(x), 16, 1, self.config.M).float(),)
+        return (self.g_a.analyze(x),)
 
     def encode_latents(self, latents: Latents, quality: float) -> Encoded:
         (y,) = latents
@@ -108,12 +103,5 @@ class FactorizedPrior(CodingModel):
         self.entropy_y.invalidate()
 
     def synthesize(self, y_hat: Tensor) -> Tensor:
-        """y_hat (B, M, h, w) -> x_hat (B, 3, 16h, 16w) float32, clamped to [0, 1]; g_s runs in
-        strips on large images. Its last layer, which writes the pixels, never runs under
-        autocast (as in `MeanScaleHyperprior.synthesize`)."""
-        return in_strips(self._g_s, precision.layout(y_hat), 1, 16, 3).clamp_(0, 1)
-
-    def _g_s(self, y_hat: Tensor) -> Tensor:
-        h = self.g_s[:-1](y_hat)
-        with torch.autocast(y_hat.device.type, enabled=False):
-            return self.g_s[-1](h.float())
+        """y_hat (B, M, h, w) -> x_hat (B, 3, 16h, 16w) float32, clamped to [0, 1]."""
+        return self.g_s.synthesize(y_hat)

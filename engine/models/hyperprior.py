@@ -4,7 +4,7 @@
     z_hat --h_s--> (scales, means) (B, M, H/16, W/16) each
     y_hat = round(y - means) + means --g_s--> x_hat (B, 3, H, W)
 
-g_a is Balle's four 5x5 stride-2 convolutions with GDN; g_s and h_s upsample with sub-pixel
+g_a and g_s are the shared transforms (`engine.models.transforms`); h_s upsamples with sub-pixel
 convolutions (Theis et al., ICLR 2017) instead of transposed convolutions. H and W are multiples
 of ALIGN (the codec pads). Coding passes: z (whole, in stream 0), then y.
 """
@@ -17,13 +17,13 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from .. import precision
 from ..entropy.cdf import CdfTables
 from ..entropy.factorized import FactorizedDensity
 from ..entropy.gaussian import GaussianConditional
 from .base import CodingModel, Decoding, Encoded, Latents, Quantizer
-from .layers import GDN, SubpelConv, conv, leaky_relu
+from .layers import SubpelConv, conv, leaky_relu
 from .strips import in_strips
+from .transforms import Analysis, Synthesis
 
 
 @dataclass(frozen=True)
@@ -53,18 +53,20 @@ class MeanScaleHyperprior(CodingModel):
         super().__init__()
         self.config = config
         N, M = config.N, config.M
-        self.g_a = nn.Sequential(
-            conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
-        self.g_s = nn.Sequential(
-            SubpelConv(M, N, act="igdn"), SubpelConv(N, N, act="igdn"),
-            SubpelConv(N, N, act="igdn"), SubpelConv(N, 3))
-        self.h_a = nn.Sequential(
-            conv(M, N, 3, 1), LeakyReLU(), conv(N, N), LeakyReLU(), conv(N, N))
-        self.h_s = nn.Sequential(
-            SubpelConv(N, M, act="lrelu"), SubpelConv(M, M * 3 // 2, act="lrelu"),
-            conv(M * 3 // 2, 2 * M, 3, 1))
+        self.g_a = Analysis(N, M)
+        self.g_s = Synthesis(N, M)
+        self.h_a, self.h_s = self.hyper_transforms(N, M)
         self.entropy_z = FactorizedDensity(N)
         self.entropy_y = GaussianConditional()
+
+    @staticmethod
+    def hyper_transforms(N: int, M: int) -> tuple[nn.Module, nn.Module]:
+        """(h_a: y (B, M, h, w) -> z (B, N, h/4, w/4), h_s: z_hat -> (scales, means) as
+        (B, 2M, h, w))."""
+        h_a = nn.Sequential(conv(M, N, 3, 1), LeakyReLU(), conv(N, N), LeakyReLU(), conv(N, N))
+        h_s = nn.Sequential(SubpelConv(N, M, act="lrelu"), SubpelConv(M, M * 3 // 2, act="lrelu"),
+                            conv(M * 3 // 2, 2 * M, 3, 1))
+        return h_a, h_s
 
     def forward(self, x: Tensor, noise: bool = True) -> dict:
         """Training pass: x (B, 3, H, W) in [0, 1] -> {"x_hat", "likelihoods": [y's, z's]}."""
@@ -88,7 +90,7 @@ class MeanScaleHyperprior(CodingModel):
         """x (B, 3, H, W) -> (y, z), both float32; g_a runs in strips on large images to bound
         memory. g_a may run under autocast (`engine.precision`); h_a never does, so that z does
         not depend on it."""
-        y = in_strips(self.g_a, precision.layout(x), 16, 1, self.config.M).float()
+        y = self.g_a.analyze(x)
         with torch.autocast(x.device.type, enabled=False):
             return y, self.h_a(y)
 
@@ -158,14 +160,5 @@ class MeanScaleHyperprior(CodingModel):
         return scales.contiguous(), means.contiguous()
 
     def synthesize(self, y_hat: Tensor) -> Tensor:
-        """y_hat (B, M, h, w) -> x_hat (B, 3, 16h, 16w) float32, clamped to [0, 1]; g_s runs in
-        strips on large images to bound memory."""
-        return in_strips(self._g_s, precision.layout(y_hat), 1, 16, 3).clamp_(0, 1)
-
-    def _g_s(self, y_hat: Tensor) -> Tensor:
-        """g_s, whose layers but the last may run under autocast: the last one's rounding goes
-        straight into the pixels (on the astronaut photo at quality 3, bfloat16 g_s cost 0.04 dB
-        of PSNR with that layer in bfloat16 too, 0.02 dB with it in float32)."""
-        h = self.g_s[:-1](y_hat)
-        with torch.autocast(y_hat.device.type, enabled=False):
-            return self.g_s[-1](h.float())
+        """y_hat (B, M, h, w) -> x_hat (B, 3, 16h, 16w) float32, clamped to [0, 1]."""
+        return self.g_s.synthesize(y_hat)

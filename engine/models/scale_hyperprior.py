@@ -46,7 +46,10 @@ class ScaleHyperprior(MeanScaleHyperprior):
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__(config or ModelConfig())
-        N, M = self.config.N, self.config.M
-        self.h_a = OnMagnitudes(conv(M, N, 3, 1), nn.ReLU(), conv(N, N), nn.ReLU(), conv(N, N))
-        self.h_s = WithZeroMeans(SubpelConv(N, N), nn.ReLU(), SubpelConv(N, N), nn.ReLU(),
-                                 conv(N, M, 3, 1), nn.ReLU())
+
+    @staticmethod
+    def hyper_transforms(N: int, M: int) -> tuple[nn.Module, nn.Module]:
+        h_a = OnMagnitudes(conv(M, N, 3, 1), nn.ReLU(), conv(N, N), nn.ReLU(), conv(N, N))
+        h_s = WithZeroMeans(SubpelConv(N, N), nn.ReLU(), SubpelConv(N, N), nn.ReLU(),
+                            conv(N, M, 3, 1), nn.ReLU())
+        return h_a, h_s

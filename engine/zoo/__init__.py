@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import CodecError
 from ..models import CodingModel
+from .compressai import import_compressai
 from .weights import STORAGE, fingerprint, load_weights, save_weights
 
 WEIGHTS_DIR = Path(__file__).parents[1] / "weights"
@@ -21,8 +22,8 @@ DEFAULT_QUALITY = 3
 _loading = threading.Lock()
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_QUALITY", "STORAGE", "check_quality", "fingerprint",
-           "for_stream", "load", "load_weights", "save_weights", "shipped_models",
-           "shipped_qualities"]
+           "for_stream", "import_compressai", "load", "load_weights", "save_weights",
+           "shipped_models", "shipped_qualities"]
 
 
 @cache
@@ -74,4 +75,4 @@ def for_stream(kind_id: int, quality: float, fingerprint: int) -> CodingModel:
                          f"(shipped: {shipped_models()})")
     raise CodecError(f"the stream was encoded with weights that are not shipped with this "
                      f"engine (kind {kind_id}, quality {quality:g}, fingerprint "
-                     f"{fingerprint:08x}); pass them as weights=")
+                     f"{fingerprint:08x}); pass them as weights= (--weights on the command line)")

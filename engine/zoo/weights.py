@@ -19,7 +19,7 @@ from safetensors.torch import save
 
 from ..models import KINDS, CodingModel, ModelInfo
 
-STORAGE = ("float16", "int8")
+STORAGE = ("float16", "int8", "float32")
 SCALE = ".int8_scale"  # suffix of an int8 tensor's per-output-channel scales
 
 
@@ -47,7 +47,7 @@ def save_weights(model: CodingModel, path: str | Path, storage: str = "float16",
                  **info: object) -> None:
     """Write the weights with the architecture and `info` (lambda, steps, ...) as metadata.
     `storage="int8"` stores the convolution kernels (4-D tensors, 99 % of the parameters) as
-    int8, everything else as float16."""
+    int8, everything else as float16; "float32" keeps every tensor exact (imported models)."""
     if storage not in STORAGE:
         raise ValueError(f"storage must be one of {STORAGE}, not {storage!r}")
     tensors = {}
@@ -56,7 +56,7 @@ def save_weights(model: CodingModel, path: str | Path, storage: str = "float16",
         if storage == "int8" and v.dim() == 4:
             tensors[k], tensors[k + SCALE] = _int8(v)
         else:
-            tensors[k] = v.half()
+            tensors[k] = v if storage == "float32" else v.half()
     meta = {"arch": model.ARCH, "config": json.dumps(model.config.to_dict()), "storage": storage,
             "info": json.dumps(info)}
     path = Path(path)
