@@ -122,7 +122,7 @@ class Codec:
         """The coder for networks on `device` (the GPU coder when it can run) with the model's
         tables."""
         where = device if device.type == "cuda" and coder.available() else torch.device("cpu")
-        key = (model.info.fingerprint, str(where))
+        key = (model.info.fingerprint, model.tables().fingerprint, str(where))
         with self._lock:
             if key not in self._coders:
                 self._coders[key] = coder.open_coder(model.tables(), where, self.threads)
@@ -189,13 +189,15 @@ class Codec:
         """Every image's streams through one coder call, each behind its header."""
         with stage("entropy coding"):
             coded = self._coder(model, device).encode([s for segs in streams for s in segs])
+        # A model with an integer hyper-decoder always codes with it (encode_latents).
+        integer_fp = None if model.integer_hyper is None else model.integer_hyper.fingerprint
         out, k = [], 0
         for (h, w), segs in zip(sizes, streams, strict=True):
             parts = coded[k : k + len(segs)]
             k += len(segs)
             header = format.Header(model.KIND_ID, quality, model.info.fingerprint,
                                    model.tables().fingerprint, h, w,
-                                   tuple(len(p) for p in parts))
+                                   tuple(len(p) for p in parts), integer_fingerprint=integer_fp)
             out.append(format.pack(header, parts))
         return out
 
@@ -317,11 +319,12 @@ class Codec:
         dec = self._coder(model, device).decoder([s for o in opened for s in o.streams])
         with precision.transforms_in(self._dtype(device), device):
             groups = []
-            for members in _groups([(o.header.height, o.header.width, o.header.quality)
-                                    for o in opened]):
+            for members in _groups([(o.header.height, o.header.width, o.header.quality,
+                                     o.header.integer_fingerprint) for o in opened]):
                 h = opened[members[0]].header
-                groups.append(_Pending(members, model.decode(len(members), h.height, h.width,
-                                                             h.quality, device)))
+                groups.append(_Pending(members, model.decode(
+                    len(members), h.height, h.width, h.quality, device,
+                    integer=h.integer_fingerprint is not None)))
                 groups[-1].indexes = next(groups[-1].decoding)
             for k in range(len(model.pass_shapes(1, 1))):
                 jobs: list[torch.Tensor | None] = [None] * starts[-1]
@@ -381,6 +384,14 @@ class Codec:
                 raise CodecError(f"the stream was encoded with other weights (fingerprint "
                                  f"{header.fingerprint:08x}, these are "
                                  f"{model.info.fingerprint:08x})")
+        if header.integer_fingerprint is not None and (
+                model.integer_hyper is None
+                or model.integer_hyper.fingerprint != header.integer_fingerprint):
+            have = ("none" if model.integer_hyper is None
+                    else f"{model.integer_hyper.fingerprint:08x}")
+            raise CodecError(f"the stream was coded with an integer hyper-decoder (fingerprint "
+                             f"{header.integer_fingerprint:08x}) these weights lack (theirs: "
+                             f"{have})")
         if header.tables_fingerprint not in (None, model.tables().fingerprint):
             raise CodecError(f"the stream was coded with other CDF tables (fingerprint "
                              f"{header.tables_fingerprint:08x}, this engine derives "

@@ -3,8 +3,11 @@
 Version 2 (written), docs/FORMAT.md has the full description:
 
     magic "\\x89NIC" | version u8 = 2 | model kind u8 | flags u8 | quality u16 (1/256 units) |
-    weights fingerprint u32 | tables fingerprint u32 | height, width | stream count |
-    stream lengths | crc32 u32 | payload (the streams, back to back)
+    weights fingerprint u32 | tables fingerprint u32 | [integer fingerprint u32] |
+    height, width | stream count | stream lengths | crc32 u32 | payload (the streams, back to back)
+
+Flag bit 0 (INTEGER): the tables were chosen by the weights' integer hyper-decoder, whose
+fingerprint follows the tables fingerprint. Other bits are reserved (0).
 
 Version 1 (still read): magic | version u8 = 1 | model kind u8 | quality u8 | flags u8 |
 weights fingerprint u32 | height, width | z shape (C, H, W) | y shape (C, H, W) | stream count |
@@ -35,12 +38,15 @@ MAX_QUALITY = (1 << 16) - 1  # in QUALITY_UNITS
 QUALITY_UNITS = 256  # version 2 stores quality * 256 (so 3.5 is exact)
 _V1 = struct.Struct("<4sBBBBI")
 _V2 = struct.Struct("<4sBBBHII")
+_U32 = struct.Struct("<I")
+INTEGER = 0x01  # flag: coded with the integer hyper-decoder (its fingerprint follows)
 
 
 @dataclass(frozen=True)
 class Header:
     """What a stream's header says. `tables_fingerprint` is None and `latent_shapes` holds the
-    (z, y) shapes in version 1 streams; in version 2, latent shapes follow from the model."""
+    (z, y) shapes in version 1 streams; in version 2, latent shapes follow from the model.
+    `integer_fingerprint`: the integer hyper-decoder's, for streams coded with one (else None)."""
 
     kind_id: int
     quality: float
@@ -51,6 +57,7 @@ class Header:
     stream_lengths: tuple[int, ...]
     version: int = VERSION
     latent_shapes: tuple[tuple[int, ...], ...] = ()
+    integer_fingerprint: int | None = None
 
 
 def quality_code(quality: float) -> int:
@@ -69,8 +76,12 @@ def pack(header: Header, streams: list[bytes]) -> bytes:
         raise ValueError("stream lengths do not match the header")
     if header.version != VERSION or header.tables_fingerprint is None:
         raise ValueError(f"only version {VERSION} headers are written")
-    out = bytearray(_V2.pack(MAGIC, VERSION, header.kind_id, 0, quality_code(header.quality),
-                             header.fingerprint, header.tables_fingerprint))
+    integer = header.integer_fingerprint is not None
+    out = bytearray(_V2.pack(MAGIC, VERSION, header.kind_id, INTEGER if integer else 0,
+                             quality_code(header.quality), header.fingerprint,
+                             header.tables_fingerprint))
+    if integer:
+        out += _U32.pack(header.integer_fingerprint)
     for v in (header.height, header.width, len(streams), *header.stream_lengths):
         _put_varint(out, v)
     crc = zlib.crc32(out)
@@ -104,9 +115,16 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[Header, list[memoryvie
     else:
         _, _, kind_id, flags, quality, fp, tables_fp = fixed.unpack_from(view)
         quality /= QUALITY_UNITS
-    if flags != 0:
-        raise CodecError(f"unknown header flags {flags:#x}")
+    known = INTEGER if version == 2 else 0
+    if flags & ~known:
+        raise CodecError(f"unknown header flags {flags & ~known:#x}")
     pos = fixed.size
+    integer_fp = None
+    if flags & INTEGER:
+        if len(view) < pos + _U32.size:
+            raise CodecError(f"truncated: {len(view)} bytes, inside the header's fixed fields")
+        (integer_fp,) = _U32.unpack_from(view, pos)
+        pos += _U32.size
 
     def field(name: str, lo: int, hi: int) -> int:
         nonlocal pos
@@ -143,7 +161,7 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[Header, list[memoryvie
     if zlib.crc32(payload, zlib.crc32(view[:pos])) != crc:
         raise CodecError("CRC32 mismatch: the stream is corrupted")
     header = Header(kind_id, float(quality), fp, tables_fp, height, width, lengths, version,
-                    shapes)
+                    shapes, integer_fp)
     return header, streams
 
 

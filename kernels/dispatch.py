@@ -7,13 +7,15 @@ NIC_KERNELS (read on every call, so it can be switched at run time):
     triton     always Triton, CPU tensors included (these run under TRITON_INTERPRET=1: how CI
                tests the kernels).
 Whatever the mode, a call takes the reference for dtypes its kernel lacks, and for inputs that
-need a gradient unless the kernel has a backward.
+need a gradient unless the kernel has a backward. int_conv has a third path: where Triton does
+not run, CPU tensors take the exact float32 GEMM (kernels/int_conv_gemm.py) unless the mode is
+reference.
 
 Triton is optional (`pip install nicengine[triton]`). This module is the only one that imports
-the Triton modules (kernels/gdn.py, subpel.py, quantize.py, sga.py), inside the calls that run
-them: without triton the engine imports and runs on the references, and TRITON_INTERPRET may be
-set until the first kernel runs (triton reads it when it is imported and when it decorates a
-kernel).
+the Triton modules (kernels/gdn.py, subpel.py, quantize.py, sga.py, int_conv.py), inside the
+calls that run them: without triton the engine imports and runs on the references, and
+TRITON_INTERPRET may be set until the first kernel runs (triton reads it when it is imported and
+when it decorates a kernel).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import torch
 from torch import Tensor
 
 from .gdn_reference import gdn_reference
+from .int_conv_gemm import int_conv_gemm
+from .int_conv_reference import int_conv_reference
 from .quantize_reference import likelihood_reference, quantize_reference, quantize_train_reference
 from .sga_reference import num_classes, sga_round_reference
 from .subpel_reference import subpel_igdn_reference, subpel_reference
@@ -135,3 +139,16 @@ def sga_round(v: Tensor, method: str, tau: float, a: float = 2.3, r: float = 0.9
 
         return sga_round_triton(v, method, tau, a, r, n, gumbel, generator)
     return sga_round_reference(v, method, tau, a, r, n, gumbel, generator)
+
+
+def int_conv(x: Tensor, weight: Tensor) -> Tensor:
+    """`int_conv_reference`: x (B, C, H, W) int8 * weight (Co, C, k, k) int8, k odd, "same"
+    zero padding -> (B, Co, H, W) int32. Triton on the GPU, the float32 GEMM on the CPU; every
+    path is bit-identical to the reference (the integer hyper-decoder relies on it)."""
+    if use_triton(x, weight, dtypes=(torch.int8,)):
+        from .int_conv import int_conv_triton
+
+        return int_conv_triton(x, weight)
+    if os.environ.get("NIC_KERNELS", "auto") == "reference" or x.device.type != "cpu":
+        return int_conv_reference(x, weight)
+    return int_conv_gemm(x, weight)

@@ -4,7 +4,7 @@ import zlib
 import pytest
 
 from engine import CodecError
-from engine.format import MAGIC, Header, _get_varint, _put_varint, pack, unpack
+from engine.format import INTEGER, MAGIC, Header, _get_varint, _put_varint, pack, unpack
 
 
 def make(lengths=(130, 200), quality=3.5) -> bytes:
@@ -17,6 +17,17 @@ def test_round_trip():
     header, streams = unpack(data)
     assert header == Header(1, 3.5, 0xDEADBEEF, 0x01234567, 480, 640, (130, 200))
     assert [bytes(s) for s in streams] == [b"\x00" * 130, b"\x01" * 200]
+
+
+def test_integer_flag_carries_the_integer_fingerprint():
+    header = Header(1, 2, 1, 2, 64, 64, (130,), integer_fingerprint=0xCAFEF00D)
+    data = pack(header, [b"\0" * 130])
+    assert data[6] == INTEGER
+    assert unpack(data)[0] == header
+    plain = pack(Header(1, 2, 1, 2, 64, 64, (130,)), [b"\0" * 130])
+    assert plain[6] == 0 and len(data) == len(plain) + 4
+    with pytest.raises(CodecError, match="truncated"):
+        unpack(data[:20])
 
 
 def test_quality_is_stored_in_1_256_units():
@@ -88,8 +99,8 @@ def test_bad_magic_version_flags_and_lengths():
         unpack(b"JUNK" + data[4:])
     with pytest.raises(CodecError, match="version"):
         unpack(data[:4] + b"\x09" + data[5:])
-    with pytest.raises(CodecError, match="flags"):
-        unpack(data[:6] + b"\x01" + data[7:])
+    with pytest.raises(CodecError, match="unknown header flags 0x2"):
+        unpack(data[:6] + b"\x02" + data[7:])
     with pytest.raises(CodecError, match="truncated: stream 1 needs 200 bytes, 199 remain"):
         unpack(data[:-1])
     with pytest.raises(CodecError, match="1 bytes after the last stream"):

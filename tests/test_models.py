@@ -14,7 +14,7 @@ def test_shapes(tiny_model):
     assert y_lik.shape == (2, 24, 8, 12) and z_lik.shape == (2, 16, 2, 3)
     assert tiny_model.pass_shapes(128, 192) == [(16, 2, 3), (24, 8, 12)]
     assert tiny_model.pass_shapes(65, 1) == [(16, 2, 1), (24, 8, 4)]
-    scales, means = tiny_model.hyper_decode(torch.zeros(1, 16, 2, 3))
+    scales, means, _ = tiny_model.hyper_decode(torch.zeros(1, 16, 2, 3))
     assert scales.shape == means.shape == (1, 24, 8, 12) and scales.dtype == torch.float64
 
 

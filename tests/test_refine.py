@@ -42,7 +42,7 @@ def image():
 def _reconstruction(model, y, z, h, w):
     """What the standard decoder makes of latents (y, z): the codec's float64 hyper path."""
     z_hat = model.entropy_z.dequantize(model.entropy_z.symbols(z))
-    scales, means = model.hyper_decode(z_hat)
+    scales, means, _ = model.hyper_decode(z_hat)
     y_hat = (torch.round(y.double() - means) + means).float()
     return model.synthesize(y_hat)[:, :, :h, :w]
 

@@ -83,18 +83,22 @@ class GaussianConditional(nn.Module):
         return dispatch.likelihood(values, scales, means, **_BOUNDS)
 
     @staticmethod
-    def quantize(y: Tensor, scales: Tensor, means: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def quantize(y: Tensor, scales: Tensor, means: Tensor, bounds: Tensor | None = None
+                 ) -> tuple[Tensor, Tensor, Tensor]:
         """The coding quantization of y (B, M, h, w) given float64 scales and means: (symbols
         round(y - mu) int32, estimated bits per image (B,), table indexes int32), in one pass
-        (fused on the GPU). The indexes are `scale_indexes(scales)`, bit for bit."""
-        symbols, likelihoods, indexes = dispatch.quantize(y, scales, means, scale_bounds(scales),
-                                                          **_BOUNDS)
+        (fused on the GPU). The indexes are `indexes(scales, bounds)`, bit for bit."""
+        bounds = scale_bounds(scales) if bounds is None else bounds
+        symbols, likelihoods, indexes = dispatch.quantize(y, scales, means, bounds, **_BOUNDS)
         return symbols, -torch.log2(likelihoods).flatten(1).sum(1), indexes
 
     @staticmethod
-    def indexes(scales: Tensor) -> Tensor:
-        """The decoder's table indexes (int32, the shape of `scales`): `scale_indexes`."""
-        return scale_indexes(scales)
+    def indexes(scales: Tensor, bounds: Tensor | None = None) -> Tensor:
+        """The decoder's table indexes (int32, the shape of `scales`): `scale_indexes`, or the
+        same rule with other bounds (an integer hyper-decoder's fixed-point thresholds)."""
+        if bounds is None:
+            return scale_indexes(scales)
+        return torch.bucketize(scales, bounds, right=False).to(torch.int32)
 
     @staticmethod
     def tables() -> CdfTables:

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..entropy.cdf import CdfTables
+
+if TYPE_CHECKING:
+    from .integer_hyper import IntegerHyper
 
 Latents = tuple[Tensor, ...]
 # The decoding coroutine: yields (B, n_k) int32 table indexes, receives (B, n_k) int32 symbols,
@@ -50,11 +53,13 @@ class ModelInfo:
 @dataclass(frozen=True)
 class Encoded:
     """A batch's coding passes: symbols[k] and indexes[k] are (B, n_k) int32 (indexes into the
-    model's `tables()`); bits (B,) is the model's estimate of each image's coded size."""
+    model's `tables()`); bits (B,) is the model's estimate of each image's coded size;
+    `integer`: the tables were chosen by the model's integer hyper-decoder (the stream says so)."""
 
     symbols: list[Tensor]
     indexes: list[Tensor]
     bits: Tensor
+    integer: bool = False
 
 
 class CodingModel(nn.Module):
@@ -66,6 +71,7 @@ class CodingModel(nn.Module):
     ALIGN: ClassVar[int] = 64  # images are padded to multiples of this
     WHOLE_PASSES: ClassVar[int] = 1  # leading passes coded whole in stream 0
     VARIABLE_RATE: ClassVar[bool] = False  # whether `quality` steers the rate of one network
+    INTEGER_HYPER: ClassVar[bool] = False  # whether it codes with an integer hyper-decoder
 
     def __init__(self) -> None:
         super().__init__()
@@ -73,6 +79,19 @@ class CodingModel(nn.Module):
         # Derived coding state (tables, ...), built on first use; a plain dict so it stays out
         # of the state dict. `invalidate` clears it after the weights change.
         self._cache: dict[str, object] = {}
+
+    @property
+    def integer_hyper(self) -> IntegerHyper | None:
+        """The exact integer hyper-decoder (`engine.models.integer_hyper`) that codes this
+        model's streams, if its weights have one; kept out of the state dict (and so out of the
+        weights fingerprint: streams coded without it keep decoding)."""
+        return self.__dict__.get("_integer_hyper")
+
+    def attach_integer_hyper(self, integer_hyper: IntegerHyper | None) -> None:
+        if integer_hyper is not None and not self.INTEGER_HYPER:
+            raise ValueError(f"{self.ARCH} models do not code with an integer hyper-decoder")
+        self.__dict__["_integer_hyper"] = integer_hyper
+        self.invalidate()
 
     # --- geometry ------------------------------------------------------------------------------
 
@@ -103,8 +122,9 @@ class CodingModel(nn.Module):
         raise NotImplementedError
 
     def decode(self, batch: int, height: int, width: int, quality: float,
-               device: torch.device) -> Decoding:
-        """The decoding coroutine for `batch` images of this (unpadded) size (module docstring)."""
+               device: torch.device, integer: bool = False) -> Decoding:
+        """The decoding coroutine for `batch` images of this (unpadded) size (module docstring);
+        `integer`: the stream's tables come from the integer hyper-decoder."""
         raise NotImplementedError
 
     def tables(self) -> CdfTables:
@@ -135,7 +155,8 @@ class CodingModel(nn.Module):
         """What the decoder makes of `encoded` (the same calls, without the coder): x_hat
         (B, 3, padded H, padded W)."""
         batch = encoded.symbols[0].shape[0]
-        decoding = self.decode(batch, height, width, quality, encoded.symbols[0].device)
+        decoding = self.decode(batch, height, width, quality, encoded.symbols[0].device,
+                               encoded.integer)
         next(decoding)
         try:
             for symbols in encoded.symbols:

@@ -71,6 +71,7 @@ class ChannelConditional(MeanScaleHyperprior):
 
     ARCH = "channel_conditional"
     KIND_ID = 4
+    INTEGER_HYPER = False  # the slice networks decide tables too; they run in float64
     CONFIG = ChannelConfig
     VARIABLE_RATE = True
 
@@ -230,7 +231,7 @@ class ChannelConditional(MeanScaleHyperprior):
         return Encoded(symbols, indexes, bits)
 
     def decode(self, batch: int, height: int, width: int, quality: float,
-               device: torch.device) -> Decoding:
+               device: torch.device, integer: bool = False) -> Decoding:
         self.check_quality(quality)
         shapes = self.pass_shapes(height, width)
         q = torch.full((batch,), float(quality), device=device)
@@ -249,7 +250,7 @@ class ChannelConditional(MeanScaleHyperprior):
     def _hyper(self, z_hat: Tensor, quality: Tensor) -> Tensor:
         """h_s in float64 of z_hat / hyper gain: (B, 2M, h, w), the (scales, means) of y_s."""
         hyper_inverse = self.gains(quality, torch.float64)[3]
-        return torch.cat(self.hyper_decode(z_hat.double() * hyper_inverse), 1)
+        return torch.cat(self.hyper_decode(z_hat.double() * hyper_inverse)[:2], 1)
 
     def _decoded(self, i: int, symbols: Tensor, means: Tensor, hyper: Tensor,
                  done: list[Tensor]) -> Tensor:

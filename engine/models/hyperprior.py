@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from ..entropy.cdf import CdfTables
 from ..entropy.factorized import FactorizedDensity
-from ..entropy.gaussian import GaussianConditional
+from ..entropy.gaussian import GaussianConditional, scale_bounds
+from ..errors import CodecError
 from .base import CodingModel, Decoding, Encoded, Latents, Quantizer
 from .layers import SubpelConv, conv, leaky_relu
 from .strips import in_strips
@@ -48,6 +49,7 @@ class MeanScaleHyperprior(CodingModel):
     ARCH = "mean_scale_hyperprior"
     KIND_ID = 1
     CONFIG = ModelConfig
+    INTEGER_HYPER = True
 
     def __init__(self, config: ModelConfig = ModelConfig()) -> None:
         super().__init__()
@@ -98,28 +100,32 @@ class MeanScaleHyperprior(CodingModel):
         y, z = latents
         z_sym = self.entropy_z.symbols(z)
         z_hat = self.entropy_z.dequantize(z_sym)
-        scales, means = self.hyper_decode(z_hat)
-        y_sym, y_bits, y_idx = self.entropy_y.quantize(y, scales, means)
+        integer = self.integer_hyper is not None
+        scales, means, bounds = self.hyper_decode(z_hat, integer)
+        y_sym, y_bits, y_idx = self.entropy_y.quantize(y, scales, means, bounds)
         z_bits = -torch.log2(self.entropy_z.likelihood(z_hat)).flatten(1).sum(1)
         b = y.shape[0]
         return Encoded(
             symbols=[z_sym.flatten(1), y_sym.flatten(1)],
             indexes=[self.entropy_z.indexes(z_sym.shape[1:], z_sym.device).expand(b, -1),
                      y_idx.flatten(1) + self.config.N],
-            bits=y_bits + z_bits.to(y_bits))
+            bits=y_bits + z_bits.to(y_bits), integer=integer)
 
     def decode(self, batch: int, height: int, width: int, quality: float,
-               device: torch.device) -> Decoding:
+               device: torch.device, integer: bool = False) -> Decoding:
         z_shape, y_shape = self.pass_shapes(height, width)
         z_sym = yield self.entropy_z.indexes(z_shape, device).expand(batch, -1)
         z_hat = self.entropy_z.dequantize(z_sym.to(device).view(batch, *z_shape))
-        scales, means = self.hyper_decode(z_hat)
-        y_sym = yield self.entropy_y.indexes(scales).flatten(1) + self.config.N
+        scales, means, bounds = self.hyper_decode(z_hat, integer)
+        y_sym = yield self.entropy_y.indexes(scales, bounds).flatten(1) + self.config.N
         y_hat = (y_sym.to(device).view(batch, *y_shape) + means).float()
         return self.synthesize(y_hat)
 
     def tables(self) -> CdfTables:
-        """z's per-channel tables first, then the Gaussian scale tables."""
+        """z's per-channel tables first, then the Gaussian scale tables (stored as integers with
+        the integer hyper-decoder when there is one)."""
+        if self.integer_hyper is not None:
+            return self.integer_hyper.tables()
         if "tables" not in self._cache:
             self._cache["tables"] = CdfTables.concat(self.entropy_z.tables(),
                                                      self.entropy_y.tables())
@@ -142,22 +148,33 @@ class MeanScaleHyperprior(CodingModel):
 
     # --- the pieces -------------------------------------------------------------------------
 
-    def hyper_decode(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
-        """z_hat -> (scales, means), both float64, never under autocast.
+    def hyper_decode(self, z_hat: Tensor, integer: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """z_hat -> (scales, means, the bounds of the scale index rule), float64, never under
+        autocast.
 
         The scale-table indexes derive from these scales, and the decoder must derive exactly the
-        encoder's indexes. Float32 convolutions differ in the last bits between thread counts,
-        batch sizes and devices; in float64 such differences (~1e-15 relative) are far too small
-        to move a scale across a table boundary in practice.
+        encoder's indexes. `integer`: the exact integer h_s (`integer_hyper`), the same on every
+        machine. Otherwise h_s in float64: float32 convolutions differ in the last bits between
+        thread counts, batch sizes and devices; in float64 such differences (~1e-15 relative) are
+        far too small to move a scale across a table boundary in practice, but not impossible.
         """
-        h_s64 = self._cache.get("h_s64")
-        if h_s64 is None or next(h_s64.parameters()).device != z_hat.device:
-            h_s64 = self._cache["h_s64"] = copy.deepcopy(self.h_s).double().to(z_hat.device)
+        if integer:
+            if self.integer_hyper is None:
+                raise CodecError("the stream was coded with an integer hyper-decoder, which "
+                                 "these weights lack")
+            h_s = self.integer_hyper
+        else:
+            h_s = self._cache.get("h_s64")
+            if h_s is None or next(h_s.parameters()).device != z_hat.device:
+                h_s = self._cache["h_s64"] = copy.deepcopy(self.h_s).double().to(z_hat.device)
         with torch.autocast(z_hat.device.type, enabled=False):
-            # In strips: float64 convolutions unfold their input (9x its size) on the CPU.
-            out = in_strips(h_s64, z_hat.double(), 1, 4, 2 * self.config.M, unit_rows=64)
-        scales, means = out.chunk(2, dim=1)
-        return scales.contiguous(), means.contiguous()
+            # In strips: float64 convolutions unfold their input (9x its size) on the CPU, and
+            # the integer path's int64 intermediates are large too. (Exact for the integers.)
+            out = in_strips(h_s, z_hat.double(), 1, 4, 2 * self.config.M, unit_rows=64)
+        scales, means = (c.contiguous() for c in out.chunk(2, dim=1))
+        bounds = (self.integer_hyper.scale_bounds(z_hat.device) if integer
+                  else scale_bounds(scales))
+        return scales, means, bounds
 
     def synthesize(self, y_hat: Tensor) -> Tensor:
         """y_hat (B, M, h, w) -> x_hat (B, 3, 16h, 16w) float32, clamped to [0, 1]."""

@@ -43,6 +43,7 @@ class ScaleHyperprior(MeanScaleHyperprior):
 
     ARCH = "scale_hyperprior"
     KIND_ID = 2
+    INTEGER_HYPER = False  # its h_s ends in a ReLU, not what FakeIntegerHyper models
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__(config or ModelConfig())

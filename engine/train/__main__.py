@@ -1,13 +1,16 @@
-"""python -m engine.train RUN_DIR [options]   |   python -m engine.train export CKPT OUT"""
+"""python -m engine.train RUN_DIR [options]   |   python -m engine.train export CKPT OUT
+   |   python -m engine.train integerize WEIGHTS"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import fields
 
 from ..zoo import STORAGE
 from .export import export_checkpoint
+from .integerize import integerize_file
 from .loop import TrainConfig, Trainer
 
 
@@ -51,12 +54,32 @@ def _export(argv: list[str]) -> None:
     export_checkpoint(a.checkpoint, a.out, a.storage, **info)
 
 
+def _integerize(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="python -m engine.train integerize",
+                                description="Fine-tune and write the integer hyper-decoder of "
+                                            "a weights file (NAME.int.safetensors beside it).")
+    p.add_argument("weights")
+    p.add_argument("--data", default="../shared/data/train")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--crops", type=int, default=1024)
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    report = integerize_file(a.weights, a.data, steps=a.steps, crops=a.crops, lr=a.lr,
+                             seed=a.seed)
+    print(json.dumps(report))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["export"]:
-        _export(argv[1:])
-    else:
-        _train(argv)
+    commands = {"export": _export, "integerize": _integerize}
+    try:
+        if argv[:1] and argv[0] in commands:
+            commands[argv[0]](argv[1:])
+        else:
+            _train(argv)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,16 @@ from pathlib import Path
 from ..errors import CodecError
 from ..models import CodingModel
 from .compressai import import_compressai
-from .weights import STORAGE, fingerprint, load_weights, save_weights
+from .weights import (
+    STORAGE,
+    SUFFIX,
+    fingerprint,
+    integer_companion,
+    load_integer_hyper,
+    load_weights,
+    save_integer_hyper,
+    save_weights,
+)
 
 WEIGHTS_DIR = Path(__file__).parents[1] / "weights"
 DEFAULT_MODEL = "msh"  # mean-scale hyperprior, N=64, M=128 (docs/TRAINING.md)
@@ -22,8 +31,9 @@ DEFAULT_QUALITY = 3
 _loading = threading.Lock()
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_QUALITY", "STORAGE", "check_quality", "fingerprint",
-           "for_stream", "import_compressai", "load", "load_weights", "save_weights",
-           "shipped_models", "shipped_qualities"]
+           "for_stream", "import_compressai", "integer_companion", "load", "load_integer_hyper",
+           "load_weights", "save_integer_hyper", "save_weights", "shipped_models",
+           "shipped_qualities"]
 
 
 @cache
@@ -31,8 +41,9 @@ def shipped_models() -> dict[str, tuple[int, ...]]:
     """Each shipped model's name and its quality levels, in increasing rate."""
     levels: dict[str, list[int]] = {}
     for p in WEIGHTS_DIR.glob("*-q*.safetensors"):
-        name, q = p.stem.rsplit("-q", 1)
-        levels.setdefault(name, []).append(int(q))
+        name, q = p.name.removesuffix(SUFFIX).rsplit("-q", 1)
+        if q.isdigit():  # not NAME-qQ.int.safetensors, an integer hyper-decoder
+            levels.setdefault(name, []).append(int(q))
     return {name: tuple(sorted(qs)) for name, qs in sorted(levels.items())}
 
 

@@ -18,9 +18,18 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from ..models import KINDS, CodingModel, ModelInfo
+from ..models.integer_hyper import IntegerHyper
 
 STORAGE = ("float16", "int8", "float32")
 SCALE = ".int8_scale"  # suffix of an int8 tensor's per-output-channel scales
+SUFFIX = ".safetensors"
+INTEGER_SUFFIX = ".int.safetensors"  # an integer hyper-decoder, beside the weights it belongs to
+
+
+def integer_companion(path: str | Path) -> Path:
+    """Where the integer hyper-decoder of a weights file lives: NAME.int.safetensors."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(SUFFIX) + INTEGER_SUFFIX)
 
 
 def fingerprint(model: torch.nn.Module) -> int:
@@ -109,4 +118,36 @@ def _build(kind: type[CodingModel], meta: dict, stored: dict[str, torch.Tensor],
     info = json.loads(meta.get("info", "{}"))
     model.info = ModelInfo(fingerprint(model), quality=float(info.get("quality", 0)),
                            lam=info.get("lambda"), path=str(path), meta=info)
+    companion = integer_companion(path)
+    if companion.is_file():
+        model.attach_integer_hyper(load_integer_hyper(companion, model.info.fingerprint))
     return model
+
+
+def save_integer_hyper(integer_hyper: IntegerHyper, weights: CodingModel, path: str | Path
+                       ) -> None:
+    """Write an integer hyper-decoder for `weights` (whose fingerprint it records)."""
+    meta = {"kind": "integer_hyper", "weights_fingerprint": f"{weights.info.fingerprint:08x}"}
+    tensors = {k: v.cpu().contiguous() for k, v in integer_hyper.state_dict().items()}
+    Path(path).write_bytes(save(tensors, metadata=meta))
+
+
+def load_integer_hyper(path: str | Path, weights_fingerprint: int) -> IntegerHyper:
+    """The integer hyper-decoder in `path`; ValueError unless it was made for the weights with
+    this fingerprint."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except Exception as e:
+        raise ValueError(f"{path}: not a safetensors file ({e})") from None
+    if meta.get("kind") != "integer_hyper":
+        raise ValueError(f"{path}: not an integer hyper-decoder")
+    if meta.get("weights_fingerprint") != f"{weights_fingerprint:08x}":
+        raise ValueError(f"{path}: made for weights {meta.get('weights_fingerprint')}, not these "
+                         f"({weights_fingerprint:08x}); make it again (python -m engine.train "
+                         f"integerize)")
+    try:
+        return IntegerHyper.from_state(state)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None

@@ -1,5 +1,6 @@
 """Writes a golden stream for every shipped model level that has none: `v2-NAME-qQ.nic`, made
-from a generated 112x80 image, and `v2-NAME-qQ.png`, its decoding (tests/test_golden.py).
+from a generated 112x80 image, and `v2-NAME-qQ.png`, its decoding (tests/test_golden.py);
+`v2-NAME-qQ-int.*` for levels with an integer hyper-decoder, whose streams use it.
 
     python tests/golden/make_golden.py
 
@@ -36,11 +37,17 @@ def golden_image(h: int = 80, w: int = 112, seed: int = 7) -> torch.Tensor:
     return img.clamp(0, 1)
 
 
+def golden_name(name: str, q: float) -> str:
+    """The golden stream a shipped level writes today."""
+    integer = zoo.load(name, q).integer_hyper is not None
+    return f"v{format.VERSION}-{name}-q{q:g}{'-int' if integer else ''}.nic"
+
+
 def main() -> None:
     x = golden_image()
     for name, levels in zoo.shipped_models().items():
         for q in levels:
-            stem = HERE / f"v{format.VERSION}-{name}-q{q:g}"
+            stem = (HERE / golden_name(name, q)).with_suffix("")
             if stem.with_suffix(".nic").exists():
                 continue
             data = engine.compress(x, quality=q, model=name, device="cpu")
