@@ -60,7 +60,7 @@ def _z_hat(model):
     return model.entropy_z.dequantize(model.entropy_z.symbols(z))
 
 
-def test_outputs_are_fixed_point_and_follow_the_fake_network(model):
+def test_outputs_are_fixed_point_and_close_to_the_float_h_s(model):
     z_hat = _z_hat(model)
     scales, means = model.integer_hyper(z_hat).chunk(2, dim=1)
     assert scales.shape == means.shape == (3, model.config.M, 16, 20)
