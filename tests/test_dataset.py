@@ -303,15 +303,22 @@ def test_ray_writes_what_one_process_writes(corpus, reference, ray_address, tmp_
 @quiet_ray
 def test_ray_run_interrupted_then_rerun_on_a_joined_cluster(corpus, reference, ray_address,
                                                             tmp_path):
-    args = ["compress-dir", str(corpus), str(tmp_path), "--workers", "2"]
-    killed = run_and_interrupt([*args, "--ray", "local", "--batch", "2"], tmp_path,
-                               signal.SIGINT)
+    # Ray Data runs ahead of the journal: a run may finish every file before the signal lands.
+    # That is a lost race, not a failure; an interruption must be seen within three tries.
+    for attempt in range(3):
+        out = tmp_path / f"try{attempt}"
+        args = ["compress-dir", str(corpus), str(out), "--workers", "2"]
+        killed = run_and_interrupt([*args, "--ray", "local", "--batch", "2"], out,
+                                   signal.SIGINT)
+        if killed.returncode == 130:
+            break
+        assert killed.returncode == 1 and rows_recorded(out) == 21, killed.stderr
     assert killed.returncode == 130, killed.stderr
     assert "run the same command again to resume" in killed.stderr
-    finished = rows_recorded(tmp_path)
+    finished = rows_recorded(out)
     assert 2 <= finished < 21
     rerun = subprocess.run([sys.executable, "-m", "engine", *args, "--ray", ray_address],
                            cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 1 and "1 of 21 files failed" in rerun.stderr, rerun.stderr
     assert any(f"{n} done before" in rerun.stdout for n in (finished - 1, finished))
-    assert_same_run(tmp_path, reference[0])
+    assert_same_run(out, reference[0])
