@@ -37,15 +37,17 @@ def scale_bounds(like: Tensor) -> Tensor:
     return torch.as_tensor(SCALES[:-1], dtype=like.dtype, device=like.device)
 
 
-def scale_indexes(scales: Tensor) -> Tensor:
-    """The table index of every scale: how many of `scale_bounds` lie strictly below it (the
-    smallest table scale >= the scale; scales above SCALE_MAX use the last table).
+def scale_indexes(scales: Tensor, bounds: Tensor | None = None) -> Tensor:
+    """The table index of every scale: how many of `bounds` (default `scale_bounds`) lie
+    strictly below it (the smallest table scale >= the scale; scales above SCALE_MAX use the
+    last table). An integer hyper-decoder passes its fixed-point thresholds as the bounds.
 
     The encoder gets the same indexes from the fused quantization (`GaussianConditional.quantize`
     passes it these bounds; the kernel's search is bit-exact to this). Both sides apply the rule
     to the hyper-decoder's float64 output (`MeanScaleHyperprior.hyper_decode`), so they agree.
     """
-    return torch.bucketize(scales, scale_bounds(scales), right=False).to(torch.int32)
+    bounds = scale_bounds(scales) if bounds is None else bounds
+    return torch.bucketize(scales, bounds, right=False).to(torch.int32)
 
 
 @lru_cache(maxsize=1)
@@ -96,9 +98,7 @@ class GaussianConditional(nn.Module):
     def indexes(scales: Tensor, bounds: Tensor | None = None) -> Tensor:
         """The decoder's table indexes (int32, the shape of `scales`): `scale_indexes`, or the
         same rule with other bounds (an integer hyper-decoder's fixed-point thresholds)."""
-        if bounds is None:
-            return scale_indexes(scales)
-        return torch.bucketize(scales, bounds, right=False).to(torch.int32)
+        return scale_indexes(scales, bounds)
 
     @staticmethod
     def tables() -> CdfTables:

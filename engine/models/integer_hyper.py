@@ -91,7 +91,7 @@ class IntegerHyper(nn.Module):
         self.register_buffer("table_cdfs", torch.from_numpy(tables.cdfs).to(torch.int32))
         self.register_buffer("table_sizes", torch.from_numpy(tables.sizes).to(torch.int32))
         self.register_buffer("table_offsets", torch.from_numpy(tables.offsets).to(torch.int32))
-        self._derived: dict[str, object] = {}  # the tables, and copies on other devices
+        self._derived: dict[str, object] = {}  # tables, fingerprint, copies on other devices
 
     @staticmethod
     def from_state(state: dict[str, Tensor]) -> IntegerHyper:
@@ -124,12 +124,15 @@ class IntegerHyper(nn.Module):
 
     @property
     def fingerprint(self) -> int:
-        """CRC32 over the names and bytes of every buffer."""
-        crc = 0
-        for name, t in sorted(self.state_dict().items()):
-            crc = zlib.crc32(name.encode(), crc)
-            crc = zlib.crc32(t.cpu().contiguous().numpy().tobytes(), crc)
-        return crc
+        """CRC32 over the names and bytes of every buffer (computed once: every coded stream
+        and every decoded one asks for it)."""
+        if "fingerprint" not in self._derived:
+            crc = 0
+            for name, t in sorted(self.state_dict().items()):
+                crc = zlib.crc32(name.encode(), crc)
+                crc = zlib.crc32(t.cpu().contiguous().numpy().tobytes(), crc)
+            self._derived["fingerprint"] = crc
+        return self._derived["fingerprint"]
 
     def forward(self, z_hat: Tensor) -> Tensor:
         """z_hat (B, N, h, w) -> (scales, means) as (B, 2M, 4h, 4w) float64."""
