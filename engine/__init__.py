@@ -59,12 +59,15 @@ def compress_batch(images: list[ImageLike] | torch.Tensor, quality: float = DEFA
                                                          target_bpp)
 
 
-def decompress(data: bytes, device: Device = "auto") -> torch.Tensor:
+def decompress(data: bytes, device: Device = "auto", rectifier: bool = True) -> torch.Tensor:
     """Decode a stream (any shipped model) to a (3, H, W) float32 tensor in [0, 1] on the device
-    the networks ran on."""
-    return _codec(DEFAULT_MODEL, DEFAULT_QUALITY, device).decompress(data)
+    the networks ran on. `rectifier=False`: decode without the quantization rectifier of the
+    weights that have one (faster; docs/RECTIFIER.md says what each costs)."""
+    return _codec(DEFAULT_MODEL, DEFAULT_QUALITY, device).decompress(data, rectifier=rectifier)
 
 
-def decompress_batch(streams: list[bytes], device: Device = "auto") -> list[torch.Tensor]:
+def decompress_batch(streams: list[bytes], device: Device = "auto", rectifier: bool = True
+                     ) -> list[torch.Tensor]:
     """`decompress` for many streams."""
-    return _codec(DEFAULT_MODEL, DEFAULT_QUALITY, device).decompress_batch(streams)
+    return _codec(DEFAULT_MODEL, DEFAULT_QUALITY, device).decompress_batch(streams,
+                                                                           rectifier=rectifier)

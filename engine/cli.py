@@ -50,7 +50,7 @@ def _read_stream(path: str) -> bytes:
 
 
 def _decompress(a: argparse.Namespace) -> None:
-    x = _codec(a).decompress(_read_stream(a.input))
+    x = _codec(a).decompress(_read_stream(a.input), rectifier=not a.no_rectifier)
     save_png(x, a.output)
     print(f"{a.output}: {x.shape[2]}x{x.shape[1]}")
 
@@ -69,6 +69,10 @@ def _info(a: argparse.Namespace) -> None:
     if header.latent_shapes:
         z, y = header.latent_shapes
         print(f"latents      z {z}, y {y}")
+    if header.integer_fingerprint is not None:
+        print(f"hyper        integer hyper-decoder {header.integer_fingerprint:08x}")
+    if header.rectifier:
+        print("decoder      with a quantization rectifier (--no-rectifier: without)")
     print(f"streams      {len(header.stream_lengths)}: {list(header.stream_lengths)} bytes")
     print(f"header       {len(data) - sum(header.stream_lengths)} bytes")
 
@@ -206,6 +210,8 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("decompress", help="decode a stream to PNG")
     d.add_argument("input")
     d.add_argument("output")
+    d.add_argument("--no-rectifier", action="store_true",
+                   help="decode without the weights' quantization rectifier (faster)")
     d.set_defaults(run=_decompress)
 
     i = sub.add_parser("info", help="print a stream's header")

@@ -106,6 +106,8 @@ class Codec:
                     # gradients through these weights.
                     with torch.inference_mode(False):
                         moved = copy.deepcopy(model).to(device)
+                        if moved.rectifier is not None:  # outside the module tree
+                            moved.rectifier.to(device)
                     moved.info = model.info
                     self._models[key] = moved
             return self._models[key]
@@ -197,7 +199,8 @@ class Codec:
             k += len(segs)
             header = format.Header(model.KIND_ID, quality, model.info.fingerprint,
                                    model.tables().fingerprint, h, w,
-                                   tuple(len(p) for p in parts), integer_fingerprint=integer_fp)
+                                   tuple(len(p) for p in parts), integer_fingerprint=integer_fp,
+                                   rectifier=model.rectifier is not None)
             out.append(format.pack(header, parts))
         return out
 
@@ -289,26 +292,29 @@ class Codec:
 
     # --- decompress ----------------------------------------------------------------------------
 
-    def decompress(self, data: bytes, device: str | torch.device | None = None) -> torch.Tensor:
+    def decompress(self, data: bytes, device: str | torch.device | None = None,
+                   rectifier: bool = True) -> torch.Tensor:
         """bytes -> (3, H, W) float32 image in [0, 1], on the device the networks ran on
-        (`device`, default: this codec's)."""
-        return self.decompress_batch([data], device)[0]
+        (`device`, default: this codec's). `rectifier`: decode streams whose header says so
+        with the weights' quantization rectifier (`engine.models.rectifier`); False: with the
+        model's own synthesis (faster; docs/RECTIFIER.md)."""
+        return self.decompress_batch([data], device, rectifier)[0]
 
     @torch.no_grad()
-    def decompress_batch(self, streams: list[bytes], device: str | torch.device | None = None
-                         ) -> list[torch.Tensor]:
+    def decompress_batch(self, streams: list[bytes], device: str | torch.device | None = None,
+                         rectifier: bool = True) -> list[torch.Tensor]:
         """Decode many streams. The streams of one model decode together: one coder call per
-        coding pass for all of them."""
+        coding pass for all of them. `rectifier`: as in `decompress`."""
         device = _check_device(device) or self.device_for()
-        opened = [self._open(data, device) for data in streams]
+        opened = [self._open(data, device, rectifier) for data in streams]
         out: list[torch.Tensor] = [None] * len(opened)
         for idx in _groups([(id(o.model),) for o in opened]):
-            images = self._decode_one_model([opened[i] for i in idx], device)
+            images = self._decode_one_model([opened[i] for i in idx], device, rectifier)
             for i, x in zip(idx, images, strict=True):
                 out[i] = x
         return out
 
-    def _decode_one_model(self, opened: list[_Opened], device: torch.device
+    def _decode_one_model(self, opened: list[_Opened], device: torch.device, rectifier: bool
                           ) -> list[torch.Tensor]:
         """Streams of one model: each pass of every image in one coder call; images of equal
         size and quality share network passes."""
@@ -320,11 +326,13 @@ class Codec:
         with precision.transforms_in(self._dtype(device), device):
             groups = []
             for members in _groups([(o.header.height, o.header.width, o.header.quality,
-                                     o.header.integer_fingerprint) for o in opened]):
+                                     o.header.integer_fingerprint, o.header.rectifier)
+                                    for o in opened]):
                 h = opened[members[0]].header
                 groups.append(_Pending(members, model.decode(
                     len(members), h.height, h.width, h.quality, device,
-                    integer=h.integer_fingerprint is not None)))
+                    integer=h.integer_fingerprint is not None,
+                    rectify=rectifier and h.rectifier)))
                 groups[-1].indexes = next(groups[-1].decoding)
             for k in range(len(model.pass_shapes(1, 1))):
                 jobs: list[torch.Tensor | None] = [None] * starts[-1]
@@ -357,12 +365,16 @@ class Codec:
             return [indexes]
         return [indexes[a:e] for a, e in _runs(indexes.numel(), count)]
 
-    def _open(self, data: bytes, device: torch.device) -> _Opened:
+    def _open(self, data: bytes, device: torch.device, rectifier: bool) -> _Opened:
         header, streams = format.unpack(data)
         if header.height * header.width > self.max_pixels:
             raise CodecError(f"the stream claims a {header.width}x{header.height} image, above "
                              f"this codec's max_pixels={self.max_pixels}")
-        model = self._on_device(self._model_for(header), device)
+        model = self._model_for(header)
+        if rectifier and header.rectifier and model.rectifier is None:
+            raise CodecError("the stream asks for a quantization rectifier, which these weights "
+                             "lack (decode with rectifier=False, --no-rectifier, to do without)")
+        model = self._on_device(model, device)
         shapes = model.pass_shapes(header.height, header.width)
         if header.latent_shapes and list(header.latent_shapes) != shapes:
             raise CodecError(f"latent shapes {list(header.latent_shapes)} do not match a "

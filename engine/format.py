@@ -7,7 +7,9 @@ Version 2 (written), docs/FORMAT.md has the full description:
     height, width | stream count | stream lengths | crc32 u32 | payload (the streams, back to back)
 
 Flag bit 0 (INTEGER): the tables were chosen by the weights' integer hyper-decoder, whose
-fingerprint follows the tables fingerprint. Other bits are reserved (0).
+fingerprint follows the tables fingerprint. Flag bit 1 (RECTIFIER): the weights have a quantization
+rectifier, and decoders use it unless asked not to (the symbols do not depend on it). Other bits
+are reserved (0).
 
 Version 1 (still read): magic | version u8 = 1 | model kind u8 | quality u8 | flags u8 |
 weights fingerprint u32 | height, width | z shape (C, H, W) | y shape (C, H, W) | stream count |
@@ -40,13 +42,15 @@ _V1 = struct.Struct("<4sBBBBI")
 _V2 = struct.Struct("<4sBBBHII")
 _U32 = struct.Struct("<I")
 INTEGER = 0x01  # flag: coded with the integer hyper-decoder (its fingerprint follows)
+RECTIFIER = 0x02  # flag: the weights decode with a quantization rectifier
 
 
 @dataclass(frozen=True)
 class Header:
     """What a stream's header says. `tables_fingerprint` is None and `latent_shapes` holds the
     (z, y) shapes in version 1 streams; in version 2, latent shapes follow from the model.
-    `integer_fingerprint`: the integer hyper-decoder's, for streams coded with one (else None)."""
+    `integer_fingerprint`: the integer hyper-decoder's, for streams coded with one (else None).
+    `rectifier`: the weights that made it have a quantization rectifier."""
 
     kind_id: int
     quality: float
@@ -58,6 +62,7 @@ class Header:
     version: int = VERSION
     latent_shapes: tuple[tuple[int, ...], ...] = ()
     integer_fingerprint: int | None = None
+    rectifier: bool = False
 
 
 def quality_code(quality: float) -> int:
@@ -77,7 +82,8 @@ def pack(header: Header, streams: list[bytes]) -> bytes:
     if header.version != VERSION or header.tables_fingerprint is None:
         raise ValueError(f"only version {VERSION} headers are written")
     integer = header.integer_fingerprint is not None
-    out = bytearray(_V2.pack(MAGIC, VERSION, header.kind_id, INTEGER if integer else 0,
+    flags = (INTEGER if integer else 0) | (RECTIFIER if header.rectifier else 0)
+    out = bytearray(_V2.pack(MAGIC, VERSION, header.kind_id, flags,
                              quality_code(header.quality), header.fingerprint,
                              header.tables_fingerprint))
     if integer:
@@ -115,7 +121,7 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[Header, list[memoryvie
     else:
         _, _, kind_id, flags, quality, fp, tables_fp = fixed.unpack_from(view)
         quality /= QUALITY_UNITS
-    known = INTEGER if version == 2 else 0
+    known = INTEGER | RECTIFIER if version == 2 else 0
     if flags & ~known:
         raise CodecError(f"unknown header flags {flags & ~known:#x}")
     pos = fixed.size
@@ -161,7 +167,7 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[Header, list[memoryvie
     if zlib.crc32(payload, zlib.crc32(view[:pos])) != crc:
         raise CodecError("CRC32 mismatch: the stream is corrupted")
     header = Header(kind_id, float(quality), fp, tables_fp, height, width, lengths, version,
-                    shapes, integer_fp)
+                    shapes, integer_fp, bool(flags & RECTIFIER))
     return header, streams
 
 

@@ -39,6 +39,18 @@ def smooth_image(h: int, w: int, seed: int = 0) -> torch.Tensor:
 
 
 @pytest.fixture(scope="session")
+def train_images(tmp_path_factory) -> Path:
+    """A folder of four 340x300 photo-like PNGs: training data for the fine-tuning commands."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("train")
+    for i in range(4):
+        x = smooth_image(300, 340, seed=i)
+        Image.fromarray((x.permute(1, 2, 0) * 255).byte().numpy()).save(folder / f"{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_model() -> MeanScaleHyperprior:
     """A small random-weight model: enough for exact round trips and stream handling."""
     torch.manual_seed(0)

@@ -4,7 +4,16 @@ import zlib
 import pytest
 
 from engine import CodecError
-from engine.format import INTEGER, MAGIC, Header, _get_varint, _put_varint, pack, unpack
+from engine.format import (
+    INTEGER,
+    MAGIC,
+    RECTIFIER,
+    Header,
+    _get_varint,
+    _put_varint,
+    pack,
+    unpack,
+)
 
 
 def make(lengths=(130, 200), quality=3.5) -> bytes:
@@ -28,6 +37,16 @@ def test_integer_flag_carries_the_integer_fingerprint():
     assert plain[6] == 0 and len(data) == len(plain) + 4
     with pytest.raises(CodecError, match="truncated"):
         unpack(data[:20])
+
+
+def test_rectifier_flag_is_one_bit():
+    for integer in (None, 0xCAFEF00D):
+        header = Header(1, 2, 1, 2, 64, 64, (130,), integer_fingerprint=integer, rectifier=True)
+        data = pack(header, [b"\0" * 130])
+        assert data[6] == RECTIFIER | (INTEGER if integer else 0)
+        assert unpack(data)[0] == header
+        assert len(data) == len(pack(Header(1, 2, 1, 2, 64, 64, (130,),
+                                            integer_fingerprint=integer), [b"\0" * 130]))
 
 
 def test_quality_is_stored_in_1_256_units():
@@ -99,8 +118,8 @@ def test_bad_magic_version_flags_and_lengths():
         unpack(b"JUNK" + data[4:])
     with pytest.raises(CodecError, match="version"):
         unpack(data[:4] + b"\x09" + data[5:])
-    with pytest.raises(CodecError, match="unknown header flags 0x2"):
-        unpack(data[:6] + b"\x02" + data[7:])
+    with pytest.raises(CodecError, match="unknown header flags 0x4"):
+        unpack(data[:6] + b"\x04" + data[7:])
     with pytest.raises(CodecError, match="truncated: stream 1 needs 200 bytes, 199 remain"):
         unpack(data[:-1])
     with pytest.raises(CodecError, match="1 bytes after the last stream"):

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from engine import Codec, CodecError, format, zoo
 from engine.models import MeanScaleHyperprior, ModelConfig, ModelInfo
@@ -28,12 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("train")
-    for i in range(4):
-        x = smooth_image(300, 340, seed=i)
-        Image.fromarray((x.permute(1, 2, 0) * 255).byte().numpy()).save(folder / f"{i}.png")
-    return folder
+def images(train_images) -> Path:
+    return train_images
 
 
 @pytest.fixture(scope="module")
@@ -151,12 +146,13 @@ def test_companion_file_is_tied_to_its_weights(model, tmp_path):
     zoo.save_weights(model, weights, storage="float32")
     loaded = zoo.load_weights(weights)
     assert loaded.integer_hyper is None
-    zoo.save_integer_hyper(model.integer_hyper, loaded, zoo.integer_companion(weights))
+    companion = zoo.companion(weights, "integer_hyper")
+    zoo.save_integer_hyper(model.integer_hyper, loaded, companion)
     loaded = zoo.load_weights(weights)
     assert loaded.integer_hyper.fingerprint == model.integer_hyper.fingerprint
     with pytest.raises(ValueError, match="made for weights"):
-        zoo.load_integer_hyper(zoo.integer_companion(weights), loaded.info.fingerprint ^ 1)
-    zoo.integer_companion(weights).write_bytes(b"not safetensors")
+        zoo.load_integer_hyper(companion, loaded.info.fingerprint ^ 1)
+    companion.write_bytes(b"not safetensors")
     with pytest.raises(ValueError, match="not a safetensors"):
         zoo.load_weights(weights)
 

@@ -43,7 +43,7 @@ class ThreePasses(FactorizedPrior):
                         for k in range(self.config.M)],
                        torch.full((y.shape[0],), 8.0 * symbols[0].numel()))
 
-    def decode(self, batch, height, width, quality, device, integer=False):
+    def decode(self, batch, height, width, quality, device, integer=False, rectify=False):
         shapes = self.pass_shapes(height, width)
         n = shapes[0][1] * shapes[0][2]
         first = yield torch.zeros(batch, n, dtype=torch.int32, device=device)

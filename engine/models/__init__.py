@@ -1,6 +1,7 @@
 """The codec's networks: every model kind implements `CodingModel` (engine/models/base.py)."""
 
 from .base import CodingModel, Encoded, ModelInfo
+from .cae import CaeConfig, CompressiveAutoencoder
 from .channel import ChannelConditional, ChannelConfig
 from .factorized_prior import FactorizedPrior
 from .hyperprior import MeanScaleHyperprior, ModelConfig
@@ -9,7 +10,7 @@ from .scale_hyperprior import ScaleHyperprior
 # Every model kind, by the name its weights files carry ("arch").
 KINDS: dict[str, type[CodingModel]] = {
     kind.ARCH: kind for kind in (MeanScaleHyperprior, ScaleHyperprior, FactorizedPrior,
-                                ChannelConditional)}
+                                ChannelConditional, CompressiveAutoencoder)}
 
-__all__ = ["KINDS", "ChannelConditional", "ChannelConfig", "CodingModel", "Encoded",
-           "MeanScaleHyperprior", "ModelConfig", "ModelInfo"]
+__all__ = ["KINDS", "CaeConfig", "ChannelConditional", "ChannelConfig", "CodingModel",
+           "CompressiveAutoencoder", "Encoded", "MeanScaleHyperprior", "ModelConfig", "ModelInfo"]

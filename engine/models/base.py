@@ -28,6 +28,7 @@ from ..entropy.cdf import CdfTables
 
 if TYPE_CHECKING:
     from .integer_hyper import IntegerHyper
+    from .rectifier import RectifiedDecoder
 
 Latents = tuple[Tensor, ...]
 # The decoding coroutine: yields (B, n_k) int32 table indexes, receives (B, n_k) int32 symbols,
@@ -72,6 +73,7 @@ class CodingModel(nn.Module):
     WHOLE_PASSES: ClassVar[int] = 1  # leading passes coded whole in stream 0
     VARIABLE_RATE: ClassVar[bool] = False  # whether `quality` steers the rate of one network
     INTEGER_HYPER: ClassVar[bool] = False  # whether it codes with an integer hyper-decoder
+    RECTIFIABLE: ClassVar[bool] = False  # whether it decodes with a quantization rectifier
 
     def __init__(self) -> None:
         super().__init__()
@@ -92,6 +94,18 @@ class CodingModel(nn.Module):
             raise ValueError(f"{self.ARCH} models do not code with an integer hyper-decoder")
         self.__dict__["_integer_hyper"] = integer_hyper
         self.invalidate()
+
+    @property
+    def rectifier(self) -> RectifiedDecoder | None:
+        """The second decoder of this model's streams, with a quantization rectifier
+        (`engine.models.rectifier`), if its weights have one; like `integer_hyper`, kept out of
+        the state dict: it does not change what the encoder writes."""
+        return self.__dict__.get("_rectifier")
+
+    def attach_rectifier(self, rectifier: RectifiedDecoder | None) -> None:
+        if rectifier is not None and not self.RECTIFIABLE:
+            raise ValueError(f"{self.ARCH} models do not decode with a quantization rectifier")
+        self.__dict__["_rectifier"] = rectifier
 
     # --- geometry ------------------------------------------------------------------------------
 
@@ -122,9 +136,10 @@ class CodingModel(nn.Module):
         raise NotImplementedError
 
     def decode(self, batch: int, height: int, width: int, quality: float,
-               device: torch.device, integer: bool = False) -> Decoding:
+               device: torch.device, integer: bool = False, rectify: bool = False) -> Decoding:
         """The decoding coroutine for `batch` images of this (unpadded) size (module docstring);
-        `integer`: the stream's tables come from the integer hyper-decoder."""
+        `integer`: the stream's tables come from the integer hyper-decoder; `rectify`: the
+        image comes from the `rectifier` decoder (only ever asked of RECTIFIABLE kinds)."""
         raise NotImplementedError
 
     def tables(self) -> CdfTables:
@@ -152,11 +167,11 @@ class CodingModel(nn.Module):
     # --- built on the above --------------------------------------------------------------------
 
     def reconstruct(self, encoded: Encoded, height: int, width: int, quality: float) -> Tensor:
-        """What the decoder makes of `encoded` (the same calls, without the coder): x_hat
-        (B, 3, padded H, padded W)."""
+        """What the decoder makes of `encoded` by default (the same calls, without the coder;
+        with the rectifier when there is one): x_hat (B, 3, padded H, padded W)."""
         batch = encoded.symbols[0].shape[0]
         decoding = self.decode(batch, height, width, quality, encoded.symbols[0].device,
-                               encoded.integer)
+                               encoded.integer, self.rectifier is not None)
         next(decoding)
         try:
             for symbols in encoded.symbols:

@@ -72,6 +72,7 @@ class ChannelConditional(MeanScaleHyperprior):
     ARCH = "channel_conditional"
     KIND_ID = 4
     INTEGER_HYPER = False  # the slice networks decide tables too; they run in float64
+    RECTIFIABLE = False  # not trained with one yet (its decode would pass the slices' params)
     CONFIG = ChannelConfig
     VARIABLE_RATE = True
 
@@ -150,11 +151,11 @@ class ChannelConditional(MeanScaleHyperprior):
         z_hat, z_lik = self.entropy_z(self.h_a(y_s) * hyper_gain, noise)
         hyper = self.h_s(z_hat * hyper_inverse)
         with torch.autocast(x.device.type, enabled=False):
-            y_hat, y_lik = self._slices(y_s.float(), hyper.float(), noise)
+            y_hat, y_lik = self.slice_pass(y_s.float(), hyper.float(), noise)
         return {"x_hat": self.g_s(y_hat * inverse), "likelihoods": [y_lik, z_lik],
                 "lambdas": self.lambdas_at(quality.to(x.device))}
 
-    def _slices(self, y_s: Tensor, hyper: Tensor, noise: bool) -> tuple[Tensor, Tensor]:
+    def slice_pass(self, y_s: Tensor, hyper: Tensor, noise: bool) -> tuple[Tensor, Tensor]:
         """(y_hat, likelihoods) of all slices, each slice conditioned on the ones before."""
         done, likelihoods = [], []
         for i in range(self.config.slices):
@@ -231,7 +232,8 @@ class ChannelConditional(MeanScaleHyperprior):
         return Encoded(symbols, indexes, bits)
 
     def decode(self, batch: int, height: int, width: int, quality: float,
-               device: torch.device, integer: bool = False) -> Decoding:
+               device: torch.device, integer: bool = False, rectify: bool = False
+               ) -> Decoding:
         self.check_quality(quality)
         shapes = self.pass_shapes(height, width)
         q = torch.full((batch,), float(quality), device=device)

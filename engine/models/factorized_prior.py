@@ -67,7 +67,8 @@ class FactorizedPrior(CodingModel):
             bits=self.bits(y_sym))
 
     def decode(self, batch: int, height: int, width: int, quality: float,
-               device: torch.device, integer: bool = False) -> Decoding:
+               device: torch.device, integer: bool = False, rectify: bool = False
+               ) -> Decoding:
         (y_shape,) = self.pass_shapes(height, width)
         y_sym = yield self.entropy_y.indexes(y_shape, device).expand(batch, -1)
         return self.synthesize(self.entropy_y.dequantize(y_sym.to(device).view(batch, *y_shape)))

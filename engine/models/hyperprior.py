@@ -50,6 +50,7 @@ class MeanScaleHyperprior(CodingModel):
     KIND_ID = 1
     CONFIG = ModelConfig
     INTEGER_HYPER = True
+    RECTIFIABLE = True
 
     def __init__(self, config: ModelConfig = ModelConfig()) -> None:
         super().__init__()
@@ -98,10 +99,7 @@ class MeanScaleHyperprior(CodingModel):
 
     def encode_latents(self, latents: Latents, quality: float) -> Encoded:
         y, z = latents
-        z_sym = self.entropy_z.symbols(z)
-        z_hat = self.entropy_z.dequantize(z_sym)
-        integer = self.integer_hyper is not None
-        scales, means, bounds = self.hyper_decode(z_hat, integer)
+        z_sym, z_hat, (scales, means, bounds) = self.coded_side(z)
         y_sym, y_bits, y_idx = self.entropy_y.quantize(y, scales, means, bounds)
         z_bits = -torch.log2(self.entropy_z.likelihood(z_hat)).flatten(1).sum(1)
         b = y.shape[0]
@@ -109,17 +107,28 @@ class MeanScaleHyperprior(CodingModel):
             symbols=[z_sym.flatten(1), y_sym.flatten(1)],
             indexes=[self.entropy_z.indexes(z_sym.shape[1:], z_sym.device).expand(b, -1),
                      y_idx.flatten(1) + self.config.N],
-            bits=y_bits + z_bits.to(y_bits), integer=integer)
+            bits=y_bits + z_bits.to(y_bits), integer=self.integer_hyper is not None)
 
     def decode(self, batch: int, height: int, width: int, quality: float,
-               device: torch.device, integer: bool = False) -> Decoding:
+               device: torch.device, integer: bool = False, rectify: bool = False
+               ) -> Decoding:
         z_shape, y_shape = self.pass_shapes(height, width)
         z_sym = yield self.entropy_z.indexes(z_shape, device).expand(batch, -1)
         z_hat = self.entropy_z.dequantize(z_sym.to(device).view(batch, *z_shape))
         scales, means, bounds = self.hyper_decode(z_hat, integer)
         y_sym = yield self.entropy_y.indexes(scales, bounds).flatten(1) + self.config.N
-        y_hat = (y_sym.to(device).view(batch, *y_shape) + means).float()
+        y_hat = self.dequantize_y(y_sym.to(device).view(batch, *y_shape), means)
+        if rectify:  # the codec checked that there is a rectifier
+            return self.rectifier.synthesize(y_hat, means, scales)
         return self.synthesize(y_hat)
+
+    def decoder_latents(self, latents: Latents) -> tuple[Tensor, Tensor, Tensor]:
+        """What the decoder of these latents has before synthesis, as `decode` computes it:
+        (y_hat float32, means, scales float64), each (B, M, h, w). Rectifier training data."""
+        y, z = latents
+        _, _, (scales, means, bounds) = self.coded_side(z)
+        y_sym = self.entropy_y.quantize(y, scales, means, bounds)[0]
+        return self.dequantize_y(y_sym, means), means, scales
 
     def tables(self) -> CdfTables:
         """z's per-channel tables first, then the Gaussian scale tables (stored as integers with
@@ -175,6 +184,18 @@ class MeanScaleHyperprior(CodingModel):
         bounds = (self.integer_hyper.scale_bounds(z_hat.device) if integer
                   else scale_bounds(scales))
         return scales, means, bounds
+
+    def coded_side(self, z: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor, Tensor]]:
+        """z -> (its symbols, z_hat, `hyper_decode(z_hat)`) as the codec codes them (with the
+        integer hyper-decoder when there is one)."""
+        z_sym = self.entropy_z.symbols(z)
+        z_hat = self.entropy_z.dequantize(z_sym)
+        return z_sym, z_hat, self.hyper_decode(z_hat, self.integer_hyper is not None)
+
+    @staticmethod
+    def dequantize_y(y_sym: Tensor, means: Tensor) -> Tensor:
+        """The decoder's y_hat = symbols + means, float32 (B, M, h, w)."""
+        return (y_sym + means).float()
 
     def synthesize(self, y_hat: Tensor) -> Tensor:
         """y_hat (B, M, h, w) -> x_hat (B, 3, 16h, 16w) float32, clamped to [0, 1]."""

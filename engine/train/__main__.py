@@ -1,5 +1,7 @@
 """python -m engine.train RUN_DIR [options]   |   python -m engine.train export CKPT OUT
-   |   python -m engine.train integerize WEIGHTS"""
+   |   python -m engine.train integerize WEIGHTS   |   python -m engine.train rectify WEIGHTS
+   |   python -m engine.train cae RUN_DIR [options]
+   |   python -m engine.train cae-export RUN_DIR OUT"""
 
 from __future__ import annotations
 
@@ -9,17 +11,20 @@ import sys
 from dataclasses import fields
 
 from ..zoo import STORAGE
+from .cae import CaeTrainConfig, CaeTrainer
+from .cae import export_main as cae_export
 from .export import export_checkpoint
 from .integerize import integerize_file
 from .loop import TrainConfig, Trainer
+from .rectify import ALPHAS, rectify_file
 
 
-def _train(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="python -m engine.train",
-                                description="Train (or resume) a run in RUN_DIR.")
+def _train(argv: list[str], config_type: type[TrainConfig] = TrainConfig,
+           trainer_type: type[Trainer] = Trainer, prog: str = "python -m engine.train") -> None:
+    p = argparse.ArgumentParser(prog=prog, description="Train (or resume) a run in RUN_DIR.")
     p.add_argument("run_dir")
-    defaults = TrainConfig()
-    for f in fields(TrainConfig):
+    defaults = config_type()
+    for f in fields(config_type):
         value = getattr(defaults, f.name)
         if isinstance(value, bool):
             p.add_argument(f"--{f.name}", type=lambda s: s.lower() in ("1", "true", "yes"),
@@ -36,9 +41,13 @@ def _train(argv: list[str]) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in RUN_DIR with its stored config")
     a = p.parse_args(argv)
-    config = None if a.resume else TrainConfig(**{f.name: getattr(a, f.name)
-                                                  for f in fields(TrainConfig)})
-    Trainer(a.run_dir, config, a.device).run(a.minutes, save_every=a.save_every)
+    config = None if a.resume else config_type(**{f.name: getattr(a, f.name)
+                                                  for f in fields(config_type)})
+    trainer_type(a.run_dir, config, a.device).run(a.minutes, save_every=a.save_every)
+
+
+def _cae(argv: list[str]) -> None:
+    _train(argv, CaeTrainConfig, CaeTrainer, "python -m engine.train cae")
 
 
 def _export(argv: list[str]) -> None:
@@ -70,9 +79,37 @@ def _integerize(argv: list[str]) -> None:
     print(json.dumps(report))
 
 
+def _rectify(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="python -m engine.train rectify",
+                                description="Train and write the rectified decoder of a weights "
+                                            "file (NAME.qr.safetensors beside it): phase 2 of "
+                                            "soft-to-predictive training.")
+    p.add_argument("weights")
+    p.add_argument("--data", default="../shared/data/train")
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--alpha", type=float, default=None,
+                   help="the rectifier coefficient (default: searched)")
+    p.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS),
+                   help="the search's first grid")
+    p.add_argument("--search-steps", type=int, default=500)
+    p.add_argument("--crops", type=int, default=3072, help="training crops, coded once")
+    p.add_argument("--crop", type=int, default=192, help="their side, in pixels")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lam", type=float, default=None,
+                   help="lambda of the distortion term (default: the weights' own)")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    report = rectify_file(a.weights, a.data, steps=a.steps, alpha=a.alpha,
+                          alphas=tuple(a.alphas), search_steps=a.search_steps, crops=a.crops,
+                          crop=a.crop, batch=a.batch, lr=a.lr, lam=a.lam, seed=a.seed)
+    print(json.dumps(report))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"export": _export, "integerize": _integerize}
+    commands = {"export": _export, "integerize": _integerize, "rectify": _rectify,
+                "cae": _cae, "cae-export": cae_export}
     try:
         if argv[:1] and argv[0] in commands:
             commands[argv[0]](argv[1:])

@@ -2,7 +2,7 @@
 
     python -m engine.train integerize WEIGHTS [--steps 1000] [--data ../shared/data/train]
 
-writes NAME.int.safetensors beside WEIGHTS (`engine.zoo.integer_companion`). The weights file
+writes NAME.int.safetensors beside WEIGHTS (`engine.zoo.companion`). The weights file
 itself does not change, so streams coded with its float h_s keep decoding.
 
 1. Latents: g_a and h_a (frozen) on training crops give y and z_hat = round(z - median) + median,
@@ -28,7 +28,7 @@ from ..entropy.gaussian import GaussianConditional, scale_bounds
 from ..images import list_images
 from ..models import CodingModel
 from ..models.integer_hyper import FakeIntegerHyper, IntegerHyper
-from ..zoo import integer_companion, load_weights, save_integer_hyper
+from ..zoo import companion, load_weights, save_integer_hyper
 from .data import RandomCrops
 
 
@@ -114,5 +114,5 @@ def integerize_file(weights: str | Path, data: str | Path, **options) -> dict:
     model = load_weights(weights)
     model.attach_integer_hyper(None)  # derive from the float path, never from a stale companion
     integer, report = integerize(model, data, **options)
-    save_integer_hyper(integer, model, integer_companion(weights))
+    save_integer_hyper(integer, model, companion(weights, "integer_hyper"))
     return report

@@ -80,24 +80,29 @@ def rd_loss(out: dict, x: torch.Tensor, lam: float | torch.Tensor
     return {"loss": loss, "bpp": bpp, "mse": mse, "psnr": psnr}
 
 
+def run_config(run_dir: Path, config: object | None, kind: type) -> object:
+    """The config of the run in `run_dir` (a dataclass of type `kind`): the one stored there
+    (`config`, if given, must equal it), or `config`, stored as the new run's."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = run_dir / "config.json"
+    if saved.exists():
+        stored = kind(**json.loads(saved.read_text()))
+        if config is not None and asdict(config) != asdict(stored):
+            raise ValueError(f"{run_dir} holds a run with another config; use a new folder")
+        return stored
+    if config is None:
+        raise ValueError(f"{run_dir} holds no run; give a config")
+    saved.write_text(json.dumps(asdict(config), indent=2))
+    return config
+
+
 class Trainer:
     """Owns a run folder; `run(minutes)` trains until the step budget or the time limit."""
 
     def __init__(self, run_dir: str | Path, config: TrainConfig | None = None,
                  device: str | None = None) -> None:
         self.dir = Path(run_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        saved = self.dir / "config.json"
-        if saved.exists():
-            stored = TrainConfig(**json.loads(saved.read_text()))
-            if config is not None and asdict(config) != asdict(stored):
-                raise ValueError(f"{self.dir} holds a run with another config; use a new folder")
-            config = stored
-        elif config is None:
-            raise ValueError(f"{self.dir} holds no run; give a config")
-        else:
-            saved.write_text(json.dumps(asdict(config), indent=2))
-        self.config = config
+        self.config = config = run_config(self.dir, config, TrainConfig)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         # bfloat16 where it is fast: any GPU, and CPUs with AMX (2.9x the float32 steps per second
         # on the development machine); the entropy models run in float32 either way.

@@ -1,12 +1,15 @@
 """The shipped models, and weights files (engine/zoo/weights.py).
 
 A shipped model is a name (`model=` in the API) and its quality levels: one weights file per
-level, `engine/weights/NAME-qQ.safetensors`. Streams name the model kind, quality and weights
-fingerprint; `for_stream` finds the shipped weights that made one.
+level, `engine/weights/NAME-qQ.safetensors`, or for a variable-rate model one file,
+`engine/weights/NAME.safetensors`, for every quality of its range (fractional ones too).
+Streams name the model kind, quality and weights fingerprint; `for_stream` finds the shipped
+weights that made one.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from functools import cache
 from pathlib import Path
@@ -17,11 +20,13 @@ from .compressai import import_compressai
 from .weights import (
     STORAGE,
     SUFFIX,
+    companion,
     fingerprint,
-    integer_companion,
     load_integer_hyper,
+    load_rectifier,
     load_weights,
     save_integer_hyper,
+    save_rectifier,
     save_weights,
 )
 
@@ -30,21 +35,42 @@ DEFAULT_MODEL = "msh"  # mean-scale hyperprior, N=64, M=128 (docs/TRAINING.md)
 DEFAULT_QUALITY = 3
 _loading = threading.Lock()
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_QUALITY", "STORAGE", "check_quality", "fingerprint",
-           "for_stream", "import_compressai", "integer_companion", "load", "load_integer_hyper",
-           "load_weights", "save_integer_hyper", "save_weights", "shipped_models",
-           "shipped_qualities"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_QUALITY", "STORAGE", "check_quality", "companion",
+           "fingerprint", "for_stream", "import_compressai", "load", "load_integer_hyper",
+           "load_rectifier", "load_weights", "quality_range", "save_integer_hyper",
+           "save_rectifier", "save_weights", "shipped_models", "shipped_qualities"]
 
 
 @cache
 def shipped_models() -> dict[str, tuple[int, ...]]:
-    """Each shipped model's name and its quality levels, in increasing rate."""
+    """Each shipped model's name and its quality levels, in increasing rate. A variable-rate
+    model lists its integer qualities; it codes every quality of its range (`quality_range`)."""
     levels: dict[str, list[int]] = {}
     for p in WEIGHTS_DIR.glob("*-q*.safetensors"):
         name, q = p.name.removesuffix(SUFFIX).rsplit("-q", 1)
         if q.isdigit():  # not NAME-qQ.int.safetensors, an integer hyper-decoder
             levels.setdefault(name, []).append(int(q))
+    for name, model in _variable_rate().items():
+        low, high = model.quality_range()
+        levels[name] = list(range(math.ceil(low), math.floor(high) + 1))
     return {name: tuple(sorted(qs)) for name, qs in sorted(levels.items())}
+
+
+@cache
+def _variable_rate() -> dict[str, CodingModel]:
+    """The shipped variable-rate models, loaded: NAME.safetensors (no -qQ level, no
+    NAME.KIND.safetensors companion), one file for every quality of its range."""
+    files = (p for p in WEIGHTS_DIR.glob("*" + SUFFIX)
+             if "." not in p.name.removesuffix(SUFFIX)
+             and not p.name.removesuffix(SUFFIX).rsplit("-q", 1)[-1].isdigit())
+    return {p.name.removesuffix(SUFFIX): load_weights(p) for p in sorted(files)}
+
+
+def quality_range(model: str) -> tuple[float, float] | None:
+    """The qualities a shipped variable-rate model codes at (None for a model of levels)."""
+    shipped_qualities(model)
+    variable = _variable_rate().get(model)
+    return None if variable is None else variable.quality_range()
 
 
 def shipped_qualities(model: str = DEFAULT_MODEL) -> tuple[int, ...]:
@@ -55,16 +81,24 @@ def shipped_qualities(model: str = DEFAULT_MODEL) -> tuple[int, ...]:
 
 
 def check_quality(model: str, quality: float) -> None:
-    """ValueError unless `model` is shipped and `quality` is one of its levels."""
+    """ValueError unless `model` is shipped and codes at `quality`: one of its levels, or any
+    quality of a variable-rate model's range."""
     levels = shipped_qualities(model)
-    if quality not in levels:
+    span = quality_range(model)
+    if span is not None:
+        if not span[0] <= quality <= span[1]:
+            raise ValueError(f"model {model!r} codes qualities in [{span[0]:g}, {span[1]:g}], "
+                             f"not {quality:g}")
+    elif quality not in levels:
         raise ValueError(f"model {model!r} has quality levels {list(levels)}, not {quality:g}")
 
 
 def load(model: str, quality: float) -> CodingModel:
     """A shipped model at a quality level (loaded once per process, also when many threads ask
-    at once)."""
+    at once); a variable-rate model's one network for every quality."""
     check_quality(model, quality)
+    if model in _variable_rate():
+        return _variable_rate()[model]
     with _loading:
         return _load(model, int(quality))
 
@@ -74,10 +108,17 @@ def _load(model: str, quality: int) -> CodingModel:
     return load_weights(WEIGHTS_DIR / f"{model}-q{quality}.safetensors")
 
 
+def _codes_at(model: str, quality: float) -> bool:
+    try:
+        check_quality(model, quality)
+    except ValueError:
+        return False
+    return True
+
+
 def for_stream(kind_id: int, quality: float, fingerprint: int) -> CodingModel:
     """The shipped weights that made a stream (its header's kind, quality and fingerprint)."""
-    candidates = [load(name, quality) for name, levels in shipped_models().items()
-                  if quality in levels]
+    candidates = [load(name, quality) for name in shipped_models() if _codes_at(name, quality)]
     for model in candidates:
         if kind_id == model.KIND_ID and model.info.fingerprint == fingerprint:
             return model

@@ -19,17 +19,16 @@ from safetensors.torch import save
 
 from ..models import KINDS, CodingModel, ModelInfo
 from ..models.integer_hyper import IntegerHyper
+from ..models.rectifier import RectifiedDecoder, RectifierConfig
 
 STORAGE = ("float16", "int8", "float32")
 SCALE = ".int8_scale"  # suffix of an int8 tensor's per-output-channel scales
 SUFFIX = ".safetensors"
-INTEGER_SUFFIX = ".int.safetensors"  # an integer hyper-decoder, beside the weights it belongs to
-
-
-def integer_companion(path: str | Path) -> Path:
-    """Where the integer hyper-decoder of a weights file lives: NAME.int.safetensors."""
-    path = Path(path)
-    return path.with_name(path.name.removesuffix(SUFFIX) + INTEGER_SUFFIX)
+# Files beside a weights file that give its streams another decoder, by kind; and the command
+# that makes each.
+COMPANIONS = {"integer_hyper": ".int.safetensors", "rectifier": ".qr.safetensors"}
+COMMANDS = {"integer_hyper": "python -m engine.train integerize",
+            "rectifier": "python -m engine.train rectify"}
 
 
 def fingerprint(model: torch.nn.Module) -> int:
@@ -118,36 +117,83 @@ def _build(kind: type[CodingModel], meta: dict, stored: dict[str, torch.Tensor],
     info = json.loads(meta.get("info", "{}"))
     model.info = ModelInfo(fingerprint(model), quality=float(info.get("quality", 0)),
                            lam=info.get("lambda"), path=str(path), meta=info)
-    companion = integer_companion(path)
-    if companion.is_file():
-        model.attach_integer_hyper(load_integer_hyper(companion, model.info.fingerprint))
+    integer = companion(path, "integer_hyper")
+    if integer.is_file():
+        model.attach_integer_hyper(load_integer_hyper(integer, model.info.fingerprint))
+    rectifier = companion(path, "rectifier")
+    if rectifier.is_file():
+        model.attach_rectifier(load_rectifier(rectifier, model.info.fingerprint))
     return model
 
 
-def save_integer_hyper(integer_hyper: IntegerHyper, weights: CodingModel, path: str | Path
-                       ) -> None:
-    """Write an integer hyper-decoder for `weights` (whose fingerprint it records)."""
-    meta = {"kind": "integer_hyper", "weights_fingerprint": f"{weights.info.fingerprint:08x}"}
-    tensors = {k: v.cpu().contiguous() for k, v in integer_hyper.state_dict().items()}
+def companion(path: str | Path, kind: str) -> Path:
+    """Where a weights file's companion of this kind lives (`COMPANIONS`): NAME.int.safetensors
+    (integer hyper-decoder), NAME.qr.safetensors (rectified decoder)."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(SUFFIX) + COMPANIONS[kind])
+
+
+def _save_companion(kind: str, tensors: dict[str, torch.Tensor], weights: CodingModel,
+                    path: str | Path, **meta: str) -> None:
+    """Write a companion of `weights` (whose fingerprint it records)."""
+    meta = {"kind": kind, "weights_fingerprint": f"{weights.info.fingerprint:08x}", **meta}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     Path(path).write_bytes(save(tensors, metadata=meta))
 
 
-def load_integer_hyper(path: str | Path, weights_fingerprint: int) -> IntegerHyper:
-    """The integer hyper-decoder in `path`; ValueError unless it was made for the weights with
-    this fingerprint."""
+def _read_companion(path: str | Path, kind: str, weights_fingerprint: int
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a companion file; ValueError unless it is of this kind and was
+    made for the weights with this fingerprint."""
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
     except Exception as e:
         raise ValueError(f"{path}: not a safetensors file ({e})") from None
-    if meta.get("kind") != "integer_hyper":
-        raise ValueError(f"{path}: not an integer hyper-decoder")
+    if meta.get("kind") != kind:
+        raise ValueError(f"{path}: not a {kind} companion (its kind: {meta.get('kind')!r})")
     if meta.get("weights_fingerprint") != f"{weights_fingerprint:08x}":
         raise ValueError(f"{path}: made for weights {meta.get('weights_fingerprint')}, not these "
-                         f"({weights_fingerprint:08x}); make it again (python -m engine.train "
-                         f"integerize)")
+                         f"({weights_fingerprint:08x}); make it again ({COMMANDS[kind]})")
+    return state, meta
+
+
+def save_integer_hyper(integer_hyper: IntegerHyper, weights: CodingModel, path: str | Path
+                       ) -> None:
+    """Write an integer hyper-decoder for `weights`."""
+    _save_companion("integer_hyper", integer_hyper.state_dict(), weights, path)
+
+
+def load_integer_hyper(path: str | Path, weights_fingerprint: int) -> IntegerHyper:
+    """The integer hyper-decoder in `path`; ValueError unless it was made for the weights with
+    this fingerprint."""
+    state, _ = _read_companion(path, "integer_hyper", weights_fingerprint)
     try:
         return IntegerHyper.from_state(state)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
+
+
+def save_rectifier(decoder: RectifiedDecoder, weights: CodingModel, path: str | Path,
+                   **info: object) -> None:
+    """Write a rectified decoder for `weights`, with its training record `info` (float16
+    tensors, like weights files)."""
+    _save_companion("rectifier", {k: v.half() for k, v in decoder.state_dict().items()},
+                    weights, path,
+                    config=json.dumps(decoder.config.to_dict()), info=json.dumps(info))
+
+
+def load_rectifier(path: str | Path, weights_fingerprint: int) -> RectifiedDecoder:
+    """The rectified decoder in `path` (eval mode); ValueError unless it was made for the
+    weights with this fingerprint."""
+    state, meta = _read_companion(path, "rectifier", weights_fingerprint)
+    with torch.inference_mode(False):
+        try:
+            decoder = RectifiedDecoder(RectifierConfig(**json.loads(meta.get("config", "{}"))))
+            decoder.load_state_dict({k: v.float() for k, v in state.items()})
+        except (TypeError, RuntimeError) as e:
+            raise ValueError(f"{path}: not a valid rectified decoder: "
+                             f"{str(e).splitlines()[0]}") from None
+    decoder.info = json.loads(meta.get("info", "{}"))
+    return decoder.eval().requires_grad_(False)
