@@ -132,7 +132,8 @@ def _decompress_dir(a: argparse.Namespace) -> None:
     from .dataset import decompress_dir
 
     workers = _workers(a)
-    _run_dir(lambda: decompress_dir(a.input, a.output, workers, a.device, a.precision),
+    _run_dir(lambda: decompress_dir(a.input, a.output, workers, a.device, a.precision,
+                                    rectifier=not a.no_rectifier),
              "decoded", f"images     {a.output}", "the first ones are listed above")
 
 
@@ -210,8 +211,6 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("decompress", help="decode a stream to PNG")
     d.add_argument("input")
     d.add_argument("output")
-    d.add_argument("--no-rectifier", action="store_true",
-                   help="decode without the weights' quantization rectifier (faster)")
     d.set_defaults(run=_decompress)
 
     i = sub.add_parser("info", help="print a stream's header")
@@ -240,6 +239,9 @@ def _parser() -> argparse.ArgumentParser:
     dd.add_argument("input")
     dd.add_argument("output")
     dd.set_defaults(run=_decompress_dir)
+    for s in (d, dd):
+        s.add_argument("--no-rectifier", action="store_true",
+                       help="decode without the weights' quantization rectifier (faster)")
 
     for s in (cd, dd):
         s.add_argument("--ray", metavar="ADDRESS", help="run on Ray: local (a cluster started "

@@ -205,11 +205,12 @@ def compress_dir(src: str | Path, dst: str | Path, options: CompressOptions = Co
 
 
 def decompress_dir(src: str | Path, dst: str | Path, workers: Workers = Workers(),
-                   device: str = "auto", precision: str = "auto", progress: bool = True
-                   ) -> RunSummary:
+                   device: str = "auto", precision: str = "auto", progress: bool = True,
+                   rectifier: bool = True) -> RunSummary:
     """Decode the streams below `src` (those its manifest lists as done, or every `.nic` file
     when it has none) to PNG files under `dst` at the same relative paths. A rerun skips the
-    PNG files that exist (they too are written whole, then renamed)."""
+    PNG files that exist (they too are written whole, then renamed). `rectifier`: as in
+    `Codec.decompress`."""
     src, dst = Path(src), Path(dst)
     if find_manifest(src) is not None:
         streams = [p for p in read_manifest(src).column("output").to_pylist() if p is not None]
@@ -222,7 +223,8 @@ def decompress_dir(src: str | Path, dst: str | Path, workers: Workers = Workers(
     failures = []
     bar = tqdm(total=len(todo), unit="img", desc="decompress", disable=not progress)
     try:
-        for rows in _execute(_Decompressor, (src, dst, device, precision), todo, workers):
+        for rows in _execute(_Decompressor, (src, dst, device, precision, rectifier), todo,
+                             workers):
             failures += [(r["path"], r["error"]) for r in rows if r["error"] is not None]
             bar.update(len(rows))
     finally:
@@ -276,15 +278,17 @@ class _Compressor:
 class _Decompressor:
     schema = _DECODED_SCHEMA
 
-    def __init__(self, src: Path, dst: Path, device: str, precision: str) -> None:
-        self.src, self.dst = src, dst
+    def __init__(self, src: Path, dst: Path, device: str, precision: str, rectifier: bool
+                 ) -> None:
+        self.src, self.dst, self.rectifier = src, dst, rectifier
         self.codec = Codec(device=device, precision=precision)
 
     def __call__(self, paths: list[str]) -> list[dict]:
         return _each(paths, self._decompress, _failed)
 
     def _decompress(self, paths: list[str]) -> list[dict]:
-        images = self.codec.decompress_batch([(self.src / p).read_bytes() for p in paths])
+        images = self.codec.decompress_batch([(self.src / p).read_bytes() for p in paths],
+                                             rectifier=self.rectifier)
         for path, x in zip(paths, images, strict=True):
             png = BytesIO()
             Image.fromarray(to_uint8(x)).save(png, format="PNG")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import Codec, CodecError, format, zoo
+from engine import Codec, CodecError, compress, format, zoo
 from engine.cli import main as cli_main
 from engine.models import (
     ChannelConditional,
@@ -186,3 +186,11 @@ def test_rectify_refuses_a_kind_without_one(images, tmp_path):
     zoo.save_weights(ChannelConditional(ChannelConfig(N=16, M=24, slices=2, hidden=8)), weights)
     with pytest.raises(SystemExit, match="do not decode with a quantization rectifier"):
         train_main(["rectify", str(weights), "--data", str(images), "--steps", "1"])
+
+
+def test_decompress_dir_takes_the_choice(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "a.nic").write_bytes(compress(IMAGE))
+    cli_main(["decompress-dir", str(src), str(dst), "--no-rectifier", "--workers", "1"])
+    assert Image.open(dst / "a.png").size == (90, 70)
