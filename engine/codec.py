@@ -404,6 +404,11 @@ class Codec:
             raise CodecError(f"the stream was coded with an integer hyper-decoder (fingerprint "
                              f"{header.integer_fingerprint:08x}) these weights lack (theirs: "
                              f"{have})")
+        if model.VARIABLE_RATE:
+            low, high = model.quality_range()
+            if not low <= header.quality <= high:
+                raise CodecError(f"the stream's quality {header.quality:g} is outside its "
+                                 f"model's range [{low:g}, {high:g}]")
         if header.tables_fingerprint not in (None, model.tables().fingerprint):
             raise CodecError(f"the stream was coded with other CDF tables (fingerprint "
                              f"{header.tables_fingerprint:08x}, this engine derives "

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 import engine
-from engine import Codec, CodecError, zoo
+from engine import Codec, CodecError, format, zoo
 from engine.cli import main as cli
 from engine.entropy.cdf import TOTAL
 from engine.entropy.gsm import GaussianScaleMixture
@@ -178,6 +179,10 @@ def test_stream_errors(cae, tiny_model):
         Codec(weights=other).decompress(data)
     with pytest.raises(CodecError, match="not shipped|no shipped model has"):
         engine.decompress(data)
+    header, streams = format.unpack(data)  # a well-formed stream at a quality out of range
+    beyond = format.pack(dataclasses.replace(header, quality=cae.rates + 1), list(streams))
+    with pytest.raises(CodecError, match="outside its model's range"):
+        Codec(weights=cae).decompress(beyond)
 
 
 def test_cli_round_trip(cae_file, tmp_path, capsys):
