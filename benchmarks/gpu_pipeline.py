@@ -169,7 +169,9 @@ def cross_device(devices: tuple[str, str], folder: Path, limit: int, toy: bool) 
     if toy:
         images = [to_batch(p)[..., : TOY_CROP[0], : TOY_CROP[1]] for p in images]
     rows = []
-    for name, levels in zoo.shipped_models().items():
+    # The default model first: a step cut off by its time limit keeps the rows it finished.
+    models = sorted(zoo.shipped_models().items(), key=lambda m: m[0] != zoo.DEFAULT_MODEL)
+    for name, levels in models:
         for q in levels:
             codecs = {d: Codec(q, d, model=name, precision="float32") for d in set(devices)}
             # One direction when both are the same device (a dry run's "cpu cpu").
