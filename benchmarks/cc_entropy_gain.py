@@ -62,7 +62,6 @@ def train(cc, y: torch.Tensor, steps: int, batch: int = 8, lr: float = 1e-4) -> 
     main = [p for p in params if p is not cc.entropy_z.quantiles]
     opt = torch.optim.Adam(main, lr=lr)
     aux = torch.optim.Adam([cc.entropy_z.quantiles], lr=1e-3)
-    cc.entropy_z.quantiles.requires_grad_(True)
     g = torch.Generator().manual_seed(0)
     torch.set_flush_denormal(True)  # the rate's gradients reach denormals: 4x slower without
     for step in range(steps):

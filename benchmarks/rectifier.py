@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from results_md import commit, cpu, write_section  # noqa: E402
-from timing import best_of  # noqa: E402
+from timing import best_of, peak_rss  # noqa: E402
 
 HIRES = ROOT.parent / "shared" / "data" / "hires"
 
@@ -94,17 +94,7 @@ def memory_probe(name: str, rectifier: bool) -> None:
     codec = Codec(weights=levels()[q], device="cpu")
     data = codec.compress(probe_images()[name])
     codec.decompress(data, rectifier=rectifier)  # warm-up: tables, caches
-    Path("/proc/self/clear_refs").write_text("5")  # reset the peak to the current RSS
-    before = _vm("VmRSS")
-    codec.decompress(data, rectifier=rectifier)
-    peak = _vm("VmHWM")
-    print(json.dumps({"peak_mib": peak, "growth_mib": peak - before}))
-
-
-def _vm(field: str) -> float:
-    line = next(s for s in Path("/proc/self/status").read_text().splitlines()
-                if s.startswith(field))
-    return int(line.split()[1]) / 1024
+    print(json.dumps(peak_rss(lambda: codec.decompress(data, rectifier=rectifier))))
 
 
 def memory() -> dict:

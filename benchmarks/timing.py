@@ -1,9 +1,10 @@
-"""Wall-clock timing shared by the benchmark scripts."""
+"""Wall-clock timing and peak memory, shared by the benchmark scripts."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def best_of(fn: Callable[[], object], repeat: int, sync: Callable[[], None] | None = None
@@ -20,3 +21,21 @@ def best_of(fn: Callable[[], object], repeat: int, sync: Callable[[], None] | No
         sync()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def peak_rss(fn: Callable[[], object]) -> dict[str, float]:
+    """{"peak_mib": the peak RSS during fn(), "growth_mib": its growth over the RSS just before
+    the call}. Linux only (/proc); run it in a fresh process, whose RSS holds nothing else."""
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak to the current RSS
+    before = _vm("VmRSS")
+    fn()
+    peak = _vm("VmHWM")
+    return {"peak_mib": peak, "growth_mib": peak - before}
+
+
+def _vm(field: str) -> float:
+    """A /proc/self/status memory field in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)

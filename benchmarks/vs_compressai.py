@@ -32,7 +32,7 @@ KODIM = ROOT.parent / "shared" / "data" / "kodak" / "kodim23.png"
 sys.path.insert(0, str(ROOT))
 
 from results_md import commit, write_section  # noqa: E402
-from timing import best_of  # noqa: E402
+from timing import best_of, peak_rss  # noqa: E402
 
 
 def import_compressai():
@@ -148,14 +148,6 @@ def time_coders(n: int, repeat: int) -> dict[str, float]:
     }
 
 
-def _vm(field: str) -> float:
-    """A /proc/self/status memory field in MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise KeyError(field)
-
-
 def memory_probe(side: str, op: str, h: int, w: int) -> None:
     """Run in a child process: print the peak RSS during one compress or decompress (MiB), and
     its growth over the RSS just before the call. Linux only (/proc)."""
@@ -172,11 +164,7 @@ def memory_probe(side: str, op: str, h: int, w: int) -> None:
             out = theirs.compress(x) if op == "decompress" else None
             call = (lambda: theirs.compress(x)) if op == "compress" else (
                 lambda: theirs.decompress(out["strings"], out["shape"]))
-        Path("/proc/self/clear_refs").write_text("5")  # reset the peak to the current RSS
-        before = _vm("VmRSS")
-        call()
-    peak = _vm("VmHWM")
-    print(json.dumps({"peak_mib": peak, "growth_mib": peak - before}))
+        print(json.dumps(peak_rss(call)))
 
 
 def measure_memory(side: str, op: str, h: int, w: int) -> dict[str, float]:

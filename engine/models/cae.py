@@ -296,12 +296,15 @@ class CompressiveAutoencoder(CodingModel):
 
     def table_layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(first grid point, number of grid points, first table) of each enabled channel:
-        interpolated qualities snap between their two rates' points, so these cover them all."""
-        n = self.mask.count
-        points = np.stack([self.grid_points(q) for q in range(1, self.rates + 1)])[:, :n]
-        first = points.min(0)
-        count = points.max(0) - first + 1
-        return first, count, np.concatenate([[0], np.cumsum(count)[:-1]])
+        interpolated qualities snap between their two rates' points, so these cover them all.
+        Built once, like the tables (cached until `invalidate`)."""
+        if "layout" not in self._cache:
+            n = self.mask.count
+            points = np.stack([self.grid_points(q) for q in range(1, self.rates + 1)])[:, :n]
+            first = points.min(0)
+            count = points.max(0) - first + 1
+            self._cache["layout"] = first, count, np.concatenate([[0], np.cumsum(count)[:-1]])
+        return self._cache["layout"]
 
     def _indexes(self, quality: float, hw: tuple[int, ...], device: torch.device) -> Tensor:
         """(1, C' h w) int32: each symbol's table, its channel's at this quality's grid point."""
@@ -313,15 +316,22 @@ class CompressiveAutoencoder(CodingModel):
     def _bits(self, symbols: Tensor, indexes: Tensor) -> Tensor:
         """(B,) the coded size of each image's symbols under their tables (bypass bits of
         escaped values left out)."""
-        t = self.tables()
-        cdfs = torch.from_numpy(t.cdfs).to(symbols.device)
+        cdfs, sizes, offsets = self._table_tensors(symbols.device)
         idx = indexes.long()
-        size = torch.from_numpy(t.sizes).to(symbols.device).long()[idx]
-        offset = torch.from_numpy(t.offsets).to(symbols.device).long()[idx]
+        size, offset = sizes[idx], offsets[idx]
         s = symbols.long() - offset
         s = torch.where((s >= 0) & (s < size - 1), s, size - 1)  # out of range: the escape
         freq = cdfs[idx, s + 1] - cdfs[idx, s]
         return -torch.log2(freq.double() / TOTAL).sum(1)
+
+    def _table_tensors(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        """The tables' CDFs, sizes and offsets (int64) on `device`, copied there once."""
+        key = f"table_tensors@{device}"
+        if key not in self._cache:
+            t = self.tables()
+            self._cache[key] = tuple(torch.from_numpy(a).to(device).long()
+                                     for a in (t.cdfs, t.sizes, t.offsets))
+        return self._cache[key]
 
     def relaxed(self, latents: Latents, quality: float, quantize: Quantizer
                 ) -> tuple[Tensor, list[Tensor]]:
