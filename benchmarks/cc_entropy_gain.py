@@ -1,15 +1,19 @@
 """How much rate the channel-conditional entropy model saves on frozen transforms (issue 25's
 next recipe, docs/TRAINING.md).
 
-    python benchmarks/cc_entropy_gain.py [--level 4] [--steps 3000] [--limit 6] [--write]
+    python benchmarks/cc_entropy_gain.py [--level 4] [--steps 3000] [--limit 6]
+        [--variants slices checkerboard] [--save DIR] [--write]
 
-A channel-conditional model (`engine.models.channel`, 4 slices) starts from a shipped level's
-weights; g_a and g_s stay frozen, latent residual prediction stays off (zero), and only the
-entropy model (h_a, h_s, the factorized density of z, the slice networks) is trained, on the
-rate of y and z alone (the distortion changes only through where the means put the rounding
-grid), on the latents of training crops computed once. Reported: held-out bits per pixel of the
-shipped hyperprior and of the trained conditional model, and both through the public API on the
-first Kodak images (bpp, PSNR), same run.
+A channel-conditional model (`engine.models.channel`, 4 slices; the variant `checkerboard` adds
+the checkerboard split inside each slice) starts from a shipped level's weights; g_a and g_s
+stay frozen, latent residual prediction stays off (zero), and only the entropy model (h_a, h_s,
+the factorized density of z, the slice networks) is trained, on the rate of y and z alone (the
+distortion changes only through where the means put the rounding grid), on the latents of
+training crops computed once. Every variant trains from the same start on the same batches.
+Reported: held-out bits per pixel of the shipped hyperprior and of each trained variant, and all
+of them through the public API on the first Kodak images (bpp, PSNR, encode and decode seconds
+per image), same run. `--save DIR` writes each trained variant as DIR/VARIANT.safetensors
+(float32; a start for training the transforms with it: `python -m engine.train --init`).
 """
 
 from __future__ import annotations
@@ -33,13 +37,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from results_md import commit, cpu, write_section  # noqa: E402
 
 
-def conditional_from(model, lam: float):
+def conditional_from(model, lam: float, checkerboard: bool):
     """A channel-conditional model holding `model`'s weights, level 1 coding at its lambda with
     unit gains (level 2, at twice the lambda, is never used)."""
     from engine.models import ChannelConditional, ChannelConfig
 
     cc = ChannelConditional(ChannelConfig(N=model.config.N, M=model.config.M, slices=4,
-                                          hidden=96, lambdas=(lam, 2 * lam)))
+                                          hidden=96, lambdas=(lam, 2 * lam),
+                                          checkerboard=checkerboard))
     cc.load_state_dict(model.state_dict(), strict=False)
     cc.start_gains(lam)
     return cc
@@ -56,7 +61,7 @@ def bits_per_pixel(cc, y: torch.Tensor, noise: bool) -> torch.Tensor:
 def train(cc, y: torch.Tensor, steps: int, batch: int = 8, lr: float = 1e-4) -> None:
     cc.train().requires_grad_(False)
     params = [p for name, p in cc.named_parameters()
-              if name.startswith(("h_a.", "h_s.", "entropy_z.", "slice_params."))]
+              if name.startswith(("h_a.", "h_s.", "entropy_z.", "slice_params.", "slice_context."))]
     for p in params:
         p.requires_grad_(True)
     main = [p for p in params if p is not cc.entropy_z.quantiles]
@@ -79,29 +84,40 @@ def train(cc, y: torch.Tensor, steps: int, batch: int = 8, lr: float = 1e-4) -> 
     cc.invalidate()
 
 
-def api_rd(weights, quality: float, limit: int) -> tuple[float, float]:
+def api_rd(weights, quality: float, limit: int) -> tuple[float, float, float, float]:
+    """Mean (bpp, PSNR, encode s, decode s) on the first Kodak images."""
     from engine import Codec
     from engine.images import list_images, to_batch
     from engine.metrics import psnr
 
     codec = Codec(quality, weights=weights, device="cpu")
+    codec.decompress(codec.compress(torch.rand(3, 64, 64)))  # warm-up: tables, float64 copies
     rows = []
     for p in list_images(KODAK)[:limit]:
         x = to_batch(p)[0]
+        t0 = time.perf_counter()
         data = codec.compress(x)
-        rows.append((8 * len(data) / (x.shape[1] * x.shape[2]), psnr(codec.decompress(data), x)))
+        t1 = time.perf_counter()
+        x_hat = codec.decompress(data)
+        t2 = time.perf_counter()
+        rows.append((8 * len(data) / (x.shape[1] * x.shape[2]), psnr(x_hat, x), t1 - t0,
+                     t2 - t1))
     return tuple(float(np.mean(v)) for v in zip(*rows, strict=True))
 
 
 def main() -> None:
     from engine import zoo
     from engine.train.integerize import training_latents
+    from engine.zoo import save_weights
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--level", type=int, default=4)
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--crops", type=int, default=2048)
     p.add_argument("--limit", type=int, default=6, help="first N Kodak images")
+    p.add_argument("--variants", nargs="+", default=["slices", "checkerboard"],
+                   choices=["slices", "checkerboard"])
+    p.add_argument("--save", type=Path, default=None)
     p.add_argument("--write", action="store_true")
     a = p.parse_args()
     msh = copy.deepcopy(zoo.load("msh", a.level))
@@ -109,27 +125,37 @@ def main() -> None:
     msh.info = zoo.load("msh", a.level).info
     y, _ = training_latents(msh, TRAIN, a.crops + a.crops // 8)
     y_train, y_test = y.split(a.crops)
-    cc = conditional_from(msh, msh.info.lam)
-    with torch.no_grad():
-        before = float(bits_per_pixel(cc, y_test, False))
-    start = time.perf_counter()
-    train(cc, y_train, a.steps)
-    seconds = time.perf_counter() - start
-    with torch.no_grad():
-        after = float(bits_per_pixel(cc, y_test, False))
-    cc.info = None  # the codec fingerprints the weights
+    rows = {"hyperprior": api_rd(msh, a.level, a.limit)}
+    held_out, minutes = {}, {}
+    for variant in a.variants:
+        cc = conditional_from(msh, msh.info.lam, variant == "checkerboard")
+        with torch.no_grad():
+            held_out["hyperprior"] = float(bits_per_pixel(cc, y_test, False))
+        start = time.perf_counter()
+        train(cc, y_train, a.steps)
+        minutes[variant] = (time.perf_counter() - start) / 60
+        with torch.no_grad():
+            held_out[variant] = float(bits_per_pixel(cc, y_test, False))
+        cc.info = None  # the codec fingerprints the weights
+        if a.save:
+            save_weights(cc, a.save / f"{variant}.safetensors", "float32", lam=msh.info.lam,
+                         steps=a.steps, init=f"msh-q{a.level}")
+        rows[variant] = api_rd(cc, 1, a.limit)
 
-    rows = {"hyperprior": api_rd(msh, a.level, a.limit), "conditional": api_rd(cc, 1, a.limit)}
+    before = held_out["hyperprior"]
     lines = [f"Date {date.today()}, commit {commit()}, {cpu()}, torch {torch.__version__}, "
              f"{torch.get_num_threads()} threads. Command: `python benchmarks/cc_entropy_gain.py "
              f"{' '.join(sys.argv[1:])}`. Level {a.level}; {a.crops} training crops of 256x256 "
-             f"({a.crops // 8} held out); {a.steps} steps of batch 8 in {seconds / 60:.1f} "
-             "minutes.", "",
-             f"Held-out rate (rounded latents, model entropy): hyperprior {before:.4f} bpp, "
-             f"conditional after training {after:.4f} bpp ({100 * (after / before - 1):+.2f} %).",
-             "", "| model | Kodak bpp | PSNR |", "| --- | --- | --- |"]
-    for name, (bpp, psnr) in rows.items():
-        lines.append(f"| {name} | {bpp:.4f} | {psnr:.3f} |")
+             f"({a.crops // 8} held out); {a.steps} steps of batch 8 per variant ("
+             + ", ".join(f"{v}: {m:.1f} minutes" for v, m in minutes.items()) + "). `slices`: "
+             "4 slices of 32 channels; `checkerboard`: the same with the checkerboard split "
+             "inside each slice.", "",
+             "| model | held-out bpp (model entropy) | against the hyperprior | Kodak bpp | PSNR "
+             "(dB) | encode (s) | decode (s) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, (bpp, psnr, enc, dec) in rows.items():
+        change = "" if name == "hyperprior" else f"{100 * (held_out[name] / before - 1):+.2f} %"
+        lines.append(f"| {name} | {held_out[name]:.4f} | {change} | {bpp:.4f} | {psnr:.3f} | "
+                     f"{enc:.3f} | {dec:.3f} |")
     text = "\n".join(lines)
     print(text)
     if a.write:

@@ -4,9 +4,10 @@ enough to follow a run (the first N images).
     python benchmarks/checkpoint_bd.py WEIGHTS... [--limit 6] [--quality 1 2 3 4 5 6]
 
 Each WEIGHTS (an exported weights file, `python -m engine.train export`) is coded at every
---quality (a variable-rate model at each; a fixed-rate one at its own level only makes one
-point, so give a variable-rate file) and compared with the shipped default model's levels:
-mean bpp and PSNR per point and the BD-rate against the shipped curve (negative: fewer bits).
+--quality (a variable-rate model at each; a fixed-rate one at its own level) and compared with
+the shipped default model's levels: mean bpp and PSNR per point and the BD-rate against the
+shipped curve (negative: fewer bits). A single point (one --quality, or a run that trained one
+level) gets the rate difference at its PSNR instead, log-rate interpolated on the shipped curve.
 """
 
 from __future__ import annotations
@@ -49,9 +50,15 @@ def main() -> None:
     print(f"shipped {zoo.DEFAULT_MODEL}: " + "  ".join(f"{b:.4f}/{q:.2f}" for b, q in shipped))
     for w in a.weights:
         ours = [point(Codec(q, "cpu", weights=w), images) for q in a.quality]
-        bd = bd_rate(*zip(*shipped, strict=True), *zip(*ours, strict=True))
-        print(f"{w.name}: " + "  ".join(f"{b:.4f}/{q:.2f}" for b, q in ours)
-              + f"  BD-rate against shipped: {bd:+.2f} %", flush=True)
+        if len(ours) == 1:
+            (bpp, db), (rates, dbs) = ours[0], zip(*shipped, strict=True)
+            same = float(np.exp(np.interp(db, dbs, np.log(rates))))
+            summary = f"rate against shipped at equal PSNR: {100 * (bpp / same - 1):+.2f} %"
+        else:
+            summary = (f"BD-rate against shipped: "
+                       f"{bd_rate(*zip(*shipped, strict=True), *zip(*ours, strict=True)):+.2f} %")
+        print(f"{w.name}: " + "  ".join(f"{b:.4f}/{q:.2f}" for b, q in ours) + "  " + summary,
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -20,15 +20,22 @@ from tests.conftest import smooth_image
 CONFIG = ChannelConfig(N=16, M=24, slices=3, hidden=16)
 
 
-@pytest.fixture(scope="module")
-def model() -> ChannelConditional:
+def random_model(checkerboard: bool) -> ChannelConditional:
     """Random corrections (not the zeros they start from), latents of a few symbols each."""
     torch.manual_seed(0)
-    m = ChannelConditional(CONFIG).eval().requires_grad_(False)
-    for p in [*m.slice_params.parameters(), *m.slice_lrp.parameters()]:
+    config = ChannelConfig(**{**CONFIG.to_dict(), "checkerboard": checkerboard})
+    m = ChannelConditional(config).eval().requires_grad_(False)
+    for p in [*m.slice_params.parameters(), *m.slice_lrp.parameters(),
+              *m.slice_context.parameters()]:
         p.normal_(0, 0.05)
     m.g_a[-1].weight.mul_(20)
     return m
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["slices", "checkerboard"])
+def model(request) -> ChannelConditional:
+    """Without and with the checkerboard inside the slices."""
+    return random_model(request.param)
 
 
 def test_training_pass_shapes_and_lambdas(model):
@@ -38,7 +45,24 @@ def test_training_pass_shapes_and_lambdas(model):
     assert out["x_hat"].shape == x.shape
     assert y_lik.shape == (2, 24, 4, 8) and z_lik.shape == (2, 16, 1, 2)
     assert out["lambdas"].tolist() == pytest.approx([MSE_LAMBDAS[0], MSE_LAMBDAS[-1]])
-    assert model.pass_shapes(65, 130) == [(16, 2, 3), (8, 8, 12), (8, 8, 12), (8, 8, 12)]
+    if model.config.checkerboard:  # an 8x12 map's 48 anchors first, then the other 48
+        assert model.pass_shapes(65, 130) == [(16, 2, 3)] + [(8, 48, 1), (8, 48, 1)] * 3
+    else:
+        assert model.pass_shapes(65, 130) == [(16, 2, 3), (8, 8, 12), (8, 8, 12), (8, 8, 12)]
+
+
+def test_checkerboard_non_anchors_depend_on_their_slices_anchors():
+    """The second pass of a slice sees the decoded anchors of the same slice: change one
+    anchor's value and the parameters of its four neighbours (non-anchors) move."""
+    model = random_model(checkerboard=True)
+    hyper = torch.randn(1, 48, 4, 4, dtype=torch.float64)
+    y_hat = torch.zeros(1, 8, 4, 4, dtype=torch.float64)
+    net = model._exact("slice_params", hyper.device)[0]
+    first = model._slice_params(0, hyper, [], net, model._context(0, y_hat, 1))
+    y_hat[0, 0, 2, 2] = 3.0  # an anchor: row + column even
+    second = model._slice_params(0, hyper, [], net, model._context(0, y_hat, 1))
+    moved = (first[1] - second[1]).abs().sum((0, 1)) > 0
+    assert moved[1, 2] and moved[2, 1] and moved[3, 2] and moved[2, 3]
 
 
 def test_gains_interpolate_between_levels(model):
@@ -128,3 +152,33 @@ def test_hyperprior_weights_start_a_channel_conditional_run(tmp_path, tiny_model
         torch.testing.assert_close(trainer.model.state_dict()[k], v.half().float())
     trainer.run(progress=False)
     assert trainer.step == 2
+
+
+def test_relaxed_with_rounding_is_the_coding_path(model):
+    """Refinement's differentiable loss (`relaxed`) with plain rounding: the image and the rate
+    of the coding path (float32 against float64, so to a tolerance)."""
+    x = model.pad(smooth_image(64, 128)[None])
+    latents = model.analyze(x)
+    encoded = model.encode_latents(latents, 2.5)
+    x_hat, likelihoods = model.relaxed(latents, 2.5, torch.round)
+    bits = sum(-torch.log2(lik).sum() for lik in likelihoods)
+    assert float(bits) == pytest.approx(float(encoded.bits.sum()), rel=1e-4)
+    torch.testing.assert_close(x_hat.clamp(0, 1), model.reconstruct(encoded, 64, 128, 2.5),
+                               rtol=0, atol=1e-4)
+
+
+def test_a_run_can_train_some_levels_only(tmp_path):
+    folder = tmp_path / "img"
+    folder.mkdir()
+    Image.fromarray(to_uint8(smooth_image(64, 64))).save(folder / "0.png")
+    config = TrainConfig(kind="channel_conditional", N=16, M=24, slices=2, hidden=8, steps=3,
+                         batch=4, crop=64, data=str(folder), warmup=1, amp=False, levels=[2, 5],
+                         checkerboard=True)
+    trainer = Trainer(tmp_path / "run", config, device="cpu")
+    seen = []
+    forward = trainer.model.forward
+    trainer.model.forward = lambda x, quality: seen.append(quality) or forward(x, quality=quality)
+    trainer.run(progress=False)
+    assert set(torch.cat(seen).tolist()) <= {2, 5} and len(seen) == 3
+    with pytest.raises(ValueError, match="levels must lie in 1..6"):
+        Trainer(tmp_path / "bad", TrainConfig(**{**config.__dict__, "levels": [7]}), "cpu")

@@ -1,7 +1,9 @@
 """Channel-conditional entropy model with latent residual prediction (Minnen & Singh, "Channel-wise
 autoregressive entropy models for learned image compression", ICIP 2020), one network for every
 rate through gain units (Cui, Wang, Gao, Bai, Guo, Li, Feng, "Asymmetric gained deep image
-compression with continuous rate adaptation", CVPR 2021).
+compression with continuous rate adaptation", CVPR 2021), optionally with a checkerboard split
+inside each slice (He, Zheng, Sun, Wang, Qin, "Checkerboard context model for efficient learned
+image compression", CVPR 2021).
 
     x (B, 3, H, W) --g_a--> y (B, M, H/16, W/16);  y_s = y * gain(q)
     y_s --h_a--> z * hyper_gain(q) (B, N, H/64, W/64);  z_hat / hyper_gain(q) --h_s--> hyper
@@ -10,11 +12,14 @@ compression with continuous rate adaptation", CVPR 2021).
         (scales_i, means_i) = hyper's slice i, corrected by slice_params[i](hyper, y_hat_<i)
         y_hat_i = round(y_s,i - means_i) + means_i + 0.5 tanh(slice_lrp[i](means, y_hat_<=i))
     y_hat (B, M, H/16, W/16) * inverse_gain(q) --g_s--> x_hat (B, 3, H, W)
+    checkerboard: slice i in two halves, anchors (row + column even) first; the non-anchors'
+        correction also sees slice_context[i](the slice's decoded anchors, zero elsewhere)
 
 The transforms are the mean-scale hyperprior's (`engine.models.hyperprior`), so its weights start
 this model: the corrections start at zero, and then the model equals the hyperprior. Quality q
 runs over [1, L] for L trained lambdas; between two levels the gains are interpolated
-geometrically (Cui et al., section 3.3). Coding passes: z (whole), then one per slice. Every
+geometrically (Cui et al., section 3.3). Coding passes: z (whole), then one per slice (two with
+the checkerboard: its anchors, then the rest, each (C, n, 1) in row-major order). Every
 step that decides a table index or a decoded symbol's value (h_s, the slice corrections, latent
 residual prediction, the gains of z) runs in float64 on both sides, as h_s does in the
 hyperprior.
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -44,6 +50,7 @@ class ChannelConfig:
     M: int = 128
     slices: int = 4
     hidden: int = 96  # width of the slice transforms
+    checkerboard: bool = False  # two passes per slice, the second conditioned on the first
     lambdas: tuple[float, ...] = field(default=MSE_LAMBDAS)  # quality k trains lambdas[k - 1]
 
     def __post_init__(self) -> None:
@@ -80,7 +87,12 @@ class ChannelConditional(MeanScaleHyperprior):
         super().__init__(config)
         M, N, S, hidden = config.M, config.N, config.slices, config.hidden
         C = M // S
-        self.slice_params = nn.ModuleList(_stack(2 * M + i * C, hidden, 2 * C) for i in range(S))
+        context = 2 * C if config.checkerboard else 0
+        self.slice_params = nn.ModuleList(_stack(2 * M + i * C + context, hidden, 2 * C)
+                                          for i in range(S))
+        # Each non-anchor sees its four nearest anchors and eight more within 5x5 (He et al.).
+        self.slice_context = nn.ModuleList(conv(C, context, 5, 1) for _ in range(S)
+                                           if config.checkerboard)
         self.slice_lrp = nn.ModuleList(_stack(M + (i + 1) * C, hidden, C) for i in range(S))
         L = len(config.lambdas)
         self.log_gain = nn.Parameter(torch.zeros(L, M))
@@ -159,8 +171,8 @@ class ChannelConditional(MeanScaleHyperprior):
         """(y_hat, likelihoods) of all slices, each slice conditioned on the ones before."""
         done, likelihoods = [], []
         for i in range(self.config.slices):
-            scales, means = self._slice_params(i, hyper, done, self.slice_params[i])
-            y_hat, lik = self.entropy_y(y_s[:, self._channels(i)], scales, means, noise)
+            y_hat, lik = self._whole_slice(i, y_s[:, self._channels(i)], hyper, done,
+                                           lambda y, s, m: self.entropy_y(y, s, m, noise))
             done.append(y_hat + self._lrp(hyper, done + [y_hat], self.slice_lrp[i]))
             likelihoods.append(lik)
         return torch.cat(done, 1), torch.cat(likelihoods, 1)
@@ -171,14 +183,44 @@ class ChannelConditional(MeanScaleHyperprior):
         c = self.config.M // self.config.slices
         return slice(i * c, (i + 1) * c)
 
-    def _slice_params(self, i: int, hyper: Tensor, done: list[Tensor], net: nn.Module
-                      ) -> tuple[Tensor, Tensor]:
+    def _slice_params(self, i: int, hyper: Tensor, done: list[Tensor], net: nn.Module,
+                      context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Slice i's (scales, means): the hyperprior's, scaled and shifted by the correction
-        that the slices before it give."""
+        that the slices before it give (and, with the checkerboard, the context of the slice's
+        anchors: None for the anchors themselves)."""
         base_scales, base_means = hyper.chunk(2, 1)
-        d_scale, d_mean = net(torch.cat([hyper, *done], 1)).chunk(2, 1)
+        inputs = [hyper, *done]
+        if self.config.checkerboard:
+            c = self.config.M // self.config.slices
+            inputs.append(hyper.new_zeros(hyper.shape[0], 2 * c, *hyper.shape[2:])
+                          if context is None else context)
+        d_scale, d_mean = net(torch.cat(inputs, 1)).chunk(2, 1)
         channels = self._channels(i)
         return base_scales[:, channels] * torch.exp(d_scale), base_means[:, channels] + d_mean
+
+    def _whole_slice(self, i: int, y: Tensor, hyper: Tensor, done: list[Tensor],
+                     code: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+                     ) -> tuple[Tensor, Tensor]:
+        """Slice i's (y_hat, likelihoods) from code(y, scales, means) run on the whole map (the
+        differentiable paths): with the checkerboard, once with the anchors' parameters and once
+        with the rest's, whose context is the first run's y_hat at the anchors."""
+        net = self.slice_params[i]
+        y_hat, lik = code(y, *self._slice_params(i, hyper, done, net))
+        if not self.config.checkerboard:
+            return y_hat, lik
+        anchors = _halves(*y.shape[2:], y.device)[0]
+        context = self.slice_context[i](y_hat * anchors)
+        y_rest, lik_rest = code(y, *self._slice_params(i, hyper, done, net, context))
+        return torch.where(anchors, y_hat, y_rest), torch.where(anchors, lik, lik_rest)
+
+    def _halves(self, height: int, width: int, device: torch.device) -> list[Tensor | None]:
+        """The positions (h, w) bool of each coding pass of a slice; None: all of them."""
+        return _halves(height, width, device) if self.config.checkerboard else [None]
+
+    def _context(self, i: int, y_hat: Tensor, k: int) -> Tensor | None:
+        """The context of a slice's pass k in the coding paths: after the anchors (k = 1), the
+        slice's context network over y_hat, which then holds the anchors only."""
+        return self._exact("slice_context", y_hat.device)[i](y_hat) if k else None
 
     def _lrp(self, hyper: Tensor, done: list[Tensor], net: nn.Module) -> Tensor:
         """Latent residual prediction of the newest slice (bounded to +-0.5)."""
@@ -199,7 +241,11 @@ class ChannelConditional(MeanScaleHyperprior):
 
     def pass_shapes(self, height: int, width: int) -> list[tuple[int, ...]]:
         (z, (m, h, w)) = super().pass_shapes(height, width)
-        return [z] + [(m // self.config.slices, h, w)] * self.config.slices
+        c = m // self.config.slices
+        if not self.config.checkerboard:
+            return [z] + [(c, h, w)] * self.config.slices
+        anchors = (h * w + 1) // 2
+        return [z] + [(c, anchors, 1), (c, h * w - anchors, 1)] * self.config.slices
 
     def analyze(self, x: Tensor) -> Latents:
         """x -> (y,): the rate enters later, through the gains, so rate control analyses once."""
@@ -222,13 +268,19 @@ class ChannelConditional(MeanScaleHyperprior):
         done: list[Tensor] = []
         for i in range(self.config.slices):
             net = self._exact("slice_params", y.device)[i]
-            scales, means = self._slice_params(i, hyper, done, net)
-            sym, slice_bits, idx = self.entropy_y.quantize(y_s[:, self._channels(i)], scales,
-                                                           means)
-            symbols.append(sym.flatten(1))
-            indexes.append(idx.flatten(1) + self.config.N)
-            bits = bits + slice_bits
-            done.append(self._decoded(i, sym, means, hyper, done))
+            y_i = y_s[:, self._channels(i)]
+            y_hat = torch.zeros_like(y_i, dtype=torch.float64)
+            for k, half in enumerate(self._halves(*y_i.shape[2:], y.device)):
+                scales, means = self._slice_params(i, hyper, done, net,
+                                                   self._context(i, y_hat, k))
+                means = _pick(means, half)
+                sym, half_bits, idx = self.entropy_y.quantize(_pick(y_i, half),
+                                                              _pick(scales, half), means)
+                symbols.append(sym.flatten(1))
+                indexes.append(idx.flatten(1) + self.config.N)
+                bits = bits + half_bits
+                y_hat = y_hat + _put(sym.double() + means, half, y_hat)
+            done.append(self._decoded(i, y_hat, hyper, done))
         return Encoded(symbols, indexes, bits)
 
     def decode(self, batch: int, height: int, width: int, quality: float,
@@ -239,13 +291,19 @@ class ChannelConditional(MeanScaleHyperprior):
         q = torch.full((batch,), float(quality), device=device)
         z_sym = yield self.entropy_z.indexes(shapes[0], device).expand(batch, -1)
         hyper = self._hyper(self.entropy_z.dequantize(z_sym.to(device).view(batch, *shapes[0])), q)
+        h, w = hyper.shape[2:]
         done: list[Tensor] = []
         for i in range(self.config.slices):
             net = self._exact("slice_params", device)[i]
-            scales, means = self._slice_params(i, hyper, done, net)
-            sym = yield self.entropy_y.indexes(scales).flatten(1) + self.config.N
-            done.append(self._decoded(i, sym.to(device).view(batch, *shapes[i + 1]), means,
-                                      hyper, done))
+            y_hat = hyper.new_zeros(batch, self.config.M // self.config.slices, h, w)
+            for k, half in enumerate(self._halves(h, w, device)):
+                scales, means = self._slice_params(i, hyper, done, net,
+                                                   self._context(i, y_hat, k))
+                means = _pick(means, half)
+                sym = yield self.entropy_y.indexes(_pick(scales, half)).flatten(1) + self.config.N
+                y_hat = y_hat + _put(sym.to(device).view(means.shape).double() + means, half,
+                                     y_hat)
+            done.append(self._decoded(i, y_hat, hyper, done))
         inverse = self.gains(q, torch.float64)[1]
         return self.synthesize((torch.cat(done, 1) * inverse).float())
 
@@ -254,12 +312,11 @@ class ChannelConditional(MeanScaleHyperprior):
         hyper_inverse = self.gains(quality, torch.float64)[3]
         return torch.cat(self.hyper_decode(z_hat.double() * hyper_inverse)[:2], 1)
 
-    def _decoded(self, i: int, symbols: Tensor, means: Tensor, hyper: Tensor,
-                 done: list[Tensor]) -> Tensor:
-        """Slice i's y_hat in float64: symbols + means + its latent residual prediction."""
-        y_hat = symbols.double() + means
+    def _decoded(self, i: int, y_hat: Tensor, hyper: Tensor, done: list[Tensor]) -> Tensor:
+        """Slice i's decoded y_hat (float64, symbols + means) with its latent residual
+        prediction."""
         return y_hat + self._lrp(hyper, done + [y_hat], self._exact("slice_lrp",
-                                                                   means.device)[i])
+                                                                   y_hat.device)[i])
 
     def relaxed(self, latents: Latents, quality: float, quantize: Quantizer
                 ) -> tuple[Tensor, list[Tensor]]:
@@ -273,10 +330,35 @@ class ChannelConditional(MeanScaleHyperprior):
         z_t = quantize(z - med) + med
         hyper = self.h_s(z_t * hyper_inverse)
         done, likelihoods = [], [self.entropy_z.likelihood(z_t)]
+
+        def code(y_i: Tensor, scales: Tensor, means: Tensor) -> tuple[Tensor, Tensor]:
+            y_t = quantize(y_i - means) + means
+            return y_t, self.entropy_y.likelihood(y_t, scales, means)
+
         for i in range(self.config.slices):
-            scales, means = self._slice_params(i, hyper, done, self.slice_params[i])
-            y_t = quantize(y_s[:, self._channels(i)] - means) + means
-            likelihoods.append(self.entropy_y.likelihood(y_t, scales, means))
+            y_t, lik = self._whole_slice(i, y_s[:, self._channels(i)], hyper, done, code)
+            likelihoods.append(lik)
             done.append(y_t + self._lrp(hyper, done + [y_t], self.slice_lrp[i]))
         return self.g_s(torch.cat(done, 1) * inverse), likelihoods
 
+
+def _halves(height: int, width: int, device: torch.device) -> list[Tensor]:
+    """The checkerboard's two halves of an (h, w) map: anchors (row + column even), the rest."""
+    rows = torch.arange(height, device=device)[:, None]
+    anchors = (rows + torch.arange(width, device=device)) % 2 == 0
+    return [anchors, ~anchors]
+
+
+def _pick(t: Tensor, half: Tensor | None) -> Tensor:
+    """t (B, C, h, w) at a pass's positions: (B, C, n, 1) in row-major order (None: all, as is)."""
+    return t if half is None else t[:, :, half].unsqueeze(-1)
+
+
+def _put(values: Tensor, half: Tensor | None, like: Tensor) -> Tensor:
+    """The inverse of `_pick`: values at those positions of a map shaped like `like`, 0
+    elsewhere."""
+    if half is None:
+        return values
+    out = torch.zeros_like(like)
+    out[:, :, half] = values.squeeze(-1)
+    return out

@@ -30,7 +30,8 @@ def _train(argv: list[str], config_type: type[TrainConfig] = TrainConfig,
             p.add_argument(f"--{f.name}", type=lambda s: s.lower() in ("1", "true", "yes"),
                            default=value)
         elif isinstance(value, list):
-            p.add_argument(f"--{f.name}", type=float, nargs="+", default=value)
+            p.add_argument(f"--{f.name}", type=int if f.type == "list[int]" else float,
+                           nargs="+", default=value)
         else:
             p.add_argument(f"--{f.name}", type=type(value) if value is not None else str,
                            default=value)

@@ -37,10 +37,12 @@ class TrainConfig:
     kind: str = MeanScaleHyperprior.ARCH  # a key of engine.models.KINDS
     lam: float = 0.013  # fixed-rate kinds
     lambdas: list[float] = field(default_factory=lambda: list(MSE_LAMBDAS))  # variable-rate
+    levels: list[int] = field(default_factory=list)  # variable-rate: levels trained (1-based; all)
     N: int = 128
     M: int = 192
     slices: int = 4  # channel-conditional kinds
     hidden: int = 96
+    checkerboard: bool = False  # channel-conditional kinds: two coding passes per slice
     steps: int = 200_000
     batch: int = 8
     crop: int = 256
@@ -115,6 +117,9 @@ class Trainer:
         self.model = build_model(config)
         if config.crop % self.model.ALIGN:
             raise ValueError(f"crop must be a multiple of {self.model.ALIGN}, got {config.crop}")
+        if not set(config.levels) <= set(range(1, len(config.lambdas) + 1)):
+            raise ValueError(f"levels must lie in 1..{len(config.lambdas)} (one per lambda), "
+                             f"not {config.levels}")
         if config.init:
             self._start_from(load_weights(config.init))
         self.model.to(self.device)
@@ -209,8 +214,8 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             if self.model.VARIABLE_RATE:  # every image at a level of its own
-                levels = torch.randint(1, len(c.lambdas) + 1, (x.shape[0],))
-                out = self.model(x, quality=levels)
+                levels = torch.tensor(c.levels or range(1, len(c.lambdas) + 1))
+                out = self.model(x, quality=levels[torch.randint(len(levels), (x.shape[0],))])
             else:
                 out = self.model(x)
         metrics = rd_loss(out, x, out["lambdas"] if self.model.VARIABLE_RATE else c.lam)
