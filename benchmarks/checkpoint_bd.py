@@ -2,6 +2,7 @@
 enough to follow a run (the first N images).
 
     python benchmarks/checkpoint_bd.py WEIGHTS... [--limit 6] [--quality 1 2 3 4 5 6]
+        [--images DIR]
 
 Each WEIGHTS (an exported weights file, `python -m engine.train export`) is coded at every
 --quality (a variable-rate model at each; a fixed-rate one at its own level) and compared with
@@ -42,10 +43,11 @@ def point(codec: Codec, images: list[torch.Tensor]) -> tuple[float, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("weights", type=Path, nargs="+")
-    p.add_argument("--limit", type=int, default=6, help="the first N Kodak images")
+    p.add_argument("--limit", type=int, default=6, help="the first N images")
+    p.add_argument("--images", type=Path, default=KODAK, help="another folder than Kodak's")
     p.add_argument("--quality", type=float, nargs="+", default=[1, 2, 3, 4, 5, 6])
     a = p.parse_args()
-    images = [to_batch(path)[0] for path in list_images(KODAK)[: a.limit]]
+    images = [to_batch(path)[0] for path in list_images(a.images)[: a.limit]]
     shipped = [point(Codec(q, "cpu"), images) for q in zoo.shipped_qualities()]
     print(f"shipped {zoo.DEFAULT_MODEL}: " + "  ".join(f"{b:.4f}/{q:.2f}" for b, q in shipped))
     for w in a.weights:
