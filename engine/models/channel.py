@@ -266,11 +266,12 @@ class ChannelConditional(MeanScaleHyperprior):
         indexes = [self.entropy_z.indexes(z_sym.shape[1:], y.device).expand(y.shape[0], -1)]
         hyper = self._hyper(z_hat, q)
         done: list[Tensor] = []
+        halves = self._halves(*y.shape[2:], y.device)
         for i in range(self.config.slices):
             net = self._exact("slice_params", y.device)[i]
             y_i = y_s[:, self._channels(i)]
             y_hat = torch.zeros_like(y_i, dtype=torch.float64)
-            for k, half in enumerate(self._halves(*y_i.shape[2:], y.device)):
+            for k, half in enumerate(halves):
                 scales, means = self._slice_params(i, hyper, done, net,
                                                    self._context(i, y_hat, k))
                 means = _pick(means, half)
@@ -293,10 +294,11 @@ class ChannelConditional(MeanScaleHyperprior):
         hyper = self._hyper(self.entropy_z.dequantize(z_sym.to(device).view(batch, *shapes[0])), q)
         h, w = hyper.shape[2:]
         done: list[Tensor] = []
+        halves = self._halves(h, w, device)
         for i in range(self.config.slices):
             net = self._exact("slice_params", device)[i]
             y_hat = hyper.new_zeros(batch, self.config.M // self.config.slices, h, w)
-            for k, half in enumerate(self._halves(h, w, device)):
+            for k, half in enumerate(halves):
                 scales, means = self._slice_params(i, hyper, done, net,
                                                    self._context(i, y_hat, k))
                 means = _pick(means, half)
