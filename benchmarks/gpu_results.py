@@ -106,7 +106,8 @@ def train(folder: Path, steps: dict[str, list[dict]], where: dict) -> str | None
     last = rows[-1]
     return "\n".join([
         f"{describe(where)}. Command: `{COMMAND}`, its train step: `{command}` (a slice of the "
-        "training pool), then `python -m engine.train export RUN OUT --storage int8`. Model N="
+        "training pool), then `python -m engine.train export RUN OUT --storage int8`. Model "
+        f"{config.get('kind', '?')} (checkerboard {config.get('checkerboard', '?')}), N="
         f"{config.get('N', '?')}, M={config.get('M', '?')}, batch {config.get('batch', '?')} of "
         f"{config.get('crop', '?')}x{config.get('crop', '?')}, amp {config.get('amp', '?')}; "
         "image loading included; steps/s: the median of the rates engine.train logs every 10 "

@@ -15,8 +15,8 @@
 # CompressAI and of pytorch_msssim (the image has CompressAI's other dependencies), and the
 # commit (the copy has no .git). Results: $OUT (the device's, else out/gpu_session, or
 # out/gpu_dry_run for --dry-run; OUTPUTS below), summarised at the end of the output.
-# Environment: PY (default python3), OUT, COMMIT (overrides out/carry/COMMIT), and for
-# make test GPU_SESSION_SHORT=1 (a shorter dry run).
+# Environment: PY (default python3), OUT, COMMIT (overrides out/carry/COMMIT), TRAIN_MB and
+# KODAK_IMAGES (what --prepare carries), and for make test GPU_SESSION_SHORT=1 (a shorter dry run).
 
 set -u
 cd "$(dirname "$0")/.."
@@ -64,10 +64,13 @@ plan() {
 }
 
 prepare() {  # what the device call carries, under out/carry; prints the call
-    local mb=${TRAIN_MB:-6} size=0 f
+    local mb=${TRAIN_MB:-3} kodak=${KODAK_IMAGES:-6} size=0 f
     rm -rf "$CARRY" && mkdir -p "$CARRY/kodak" "$CARRY/train" "$CARRY/wheels" || return
-    cp "$SHARED"/kodak/*.png "$CARRY/kodak/" || return
-    # A slice of the training pool: the call carries 64 MiB, the repository takes ~38 of them.
+    # The call carries 64 MiB and the working tree takes ~53 of them (the shipped weights), so
+    # the cross-device step gets the first Kodak images and the train step a slice of the pool.
+    for f in $(find "$SHARED/kodak" -name '*.png' | sort | head -n "$kodak"); do
+        cp "$f" "$CARRY/kodak/" || return
+    done
     for f in "$SHARED"/train/bsds500/*.jpg; do
         size=$((size + $(stat -c %s "$f")))
         ((size > mb * 1000000)) && break
@@ -89,7 +92,8 @@ prepare() {  # what the device call carries, under out/carry; prints the call
         "commit $(cat "$CARRY/COMMIT"); with the working tree $(((tree + carried) / 1048576))" \
         "MiB travel, of at most 64"
     if ((tree + carried > 64 * 1048576)); then
-        echo "too much for one call: TRAIN_MB=... (now $mb) takes fewer training images" >&2
+        echo "too much for one call: TRAIN_MB=... (now $mb) or KODAK_IMAGES=... (now $kodak)" \
+            "carry less" >&2
         return 1
     fi
     echo 'device call: command "bash benchmarks/gpu_session.sh", carry ["out/carry"],' \
@@ -137,7 +141,9 @@ if [[ $MODE == gpu ]]; then
     CODER_ARGS=()
     PIPELINE_ARGS=()
     CROSS_ARGS=()
-    TRAIN_ARGS=(--workers 8)  # the default model, batch and crop (docs/TRAINING.md)
+    # The channel-conditional model with the checkerboard at its GPU size (N=128, M=192, the six
+    # lambdas; issue 25), batch and crop of docs/TRAINING.md.
+    TRAIN_ARGS=(--workers 8 --kind channel_conditional --checkerboard true)
     TESTS=("${GPU_TESTS[@]}")
     SUITE=(tests)
 else
@@ -149,7 +155,8 @@ else
     CODER_ARGS=(--emulate --toy --repeat 1)
     PIPELINE_ARGS=(--device cpu --toy --repeat 1)
     CROSS_ARGS=(--devices cpu cpu --limit 2 --toy)
-    TRAIN_ARGS=(--N 16 --M 24 --batch 2 --crop 64 --steps 3 --workers 0)
+    TRAIN_ARGS=(--N 16 --M 24 --hidden 8 --batch 2 --crop 64 --steps 3 --workers 0
+                --kind channel_conditional --checkerboard true)
     TESTS=("${GPU_TESTS[@]}")
     SUITE=(tests/test_format.py)  # the mechanics of the step; make test runs the suite
     [[ $SHORT == 1 ]] && TESTS=(tests/test_gpu_codec.py)

@@ -146,6 +146,16 @@ def test_round_trip_integer_and_fractional_quality(cae):
         Codec(3.5, weights=cae).compress(x)
 
 
+@pytest.mark.parametrize("h, w", [(1, 1), (8, 40), (30, 3), (16, 16)])
+def test_round_trip_of_images_of_a_side_of_16_or_less(cae, h, w):
+    """f's reflect padding needs a quarter of the padded side to be at least 3: small sides pad
+    to 16, larger ones to multiples of 8 as before (so earlier streams keep their shapes)."""
+    codec = Codec(2, weights=cae)
+    x = smooth_image(h, w)
+    assert codec.decompress(codec.compress(x)).shape == (3, h, w)
+    assert [cae.padded(n) for n in (1, 8, 9, 16, 17, 24)] == [16, 16, 16, 16, 24, 24]
+
+
 def test_decoder_runs_the_fused_subpel_kernels(cae, monkeypatch, device, kernels_on):
     """With every kernel on (the GPU path; interpreted on the CPU) the CAE writes the same bytes
     and decodes through the three fused sub-pixel epilogues to the references' image."""

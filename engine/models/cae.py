@@ -138,6 +138,7 @@ class CompressiveAutoencoder(CodingModel):
     KIND_ID = 5
     CONFIG = CaeConfig
     ALIGN = 8
+    MIN_SIDE = 16  # f's last convolution reflects 2 pixels of its input, (H/4, W/4): at least 3
     WHOLE_PASSES = 0
     VARIABLE_RATE = True
 
@@ -254,6 +255,12 @@ class CompressiveAutoencoder(CodingModel):
                 "lambdas": lambdas}
 
     # --- coding (engine.models.base) -----------------------------------------------------------
+
+    @classmethod
+    def padded(cls, n: int) -> int:
+        """n rounded up to a multiple of ALIGN, and to at least MIN_SIDE (sides of 8 or less
+        could never be coded before, so no earlier stream pads differently)."""
+        return max(cls.MIN_SIDE, super().padded(n))
 
     def pass_shapes(self, height: int, width: int) -> list[tuple[int, ...]]:
         return [(self.mask.count, self.padded(height) // 8, self.padded(width) // 8)]

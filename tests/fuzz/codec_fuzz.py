@@ -4,9 +4,12 @@ or raise `engine.CodecError`, never another exception, and never take long.
 Streams of a few generated images (several sizes, qualities and stream counts) are damaged at
 random: bytes flipped with the CRC32 left as it is or forged to match (so that the damage
 reaches the header checks, the coder and the networks), header fields set to random values in
-a correctly re-packed stream, cuts and appended bytes.
+a correctly re-packed stream, cuts and appended bytes. The streams are the default model's, or
+another shipped model's (`--model`), or a weights file's (`--weights`), at the lowest and the
+highest quality (and one in between for a variable-rate model).
 
-usage: python tests/fuzz/codec_fuzz.py [--seconds S] [--seed K]   (`make fuzz` runs it)
+usage: python tests/fuzz/codec_fuzz.py [--seconds S] [--seed K] [--model NAME | --weights FILE]
+(`make fuzz` runs it on the default model)
 """
 
 from __future__ import annotations
@@ -24,21 +27,42 @@ import numpy as np
 import torch
 
 import engine
-from engine import format
+from engine import format, zoo
 
 SLOW_S = 5.0  # a decode this slow counts as a hang
 
 
-def sample_streams(rng: np.random.Generator) -> list[bytes]:
-    """Streams of noisy gradients at awkward sizes, qualities 1 and 6, one and several streams."""
+def qualities(model: str, weights: str | None) -> list[float]:
+    """The lowest and the highest quality, and one in between for a variable-rate model."""
+    if weights is None:
+        span = zoo.quality_range(model)
+        if span is None:
+            levels = zoo.shipped_qualities(model)
+            return [levels[0], levels[-1]]
+    else:
+        loaded = engine.Codec(weights=weights, device="cpu").model()
+        if not loaded.VARIABLE_RATE:
+            return [loaded.info.quality]
+        span = loaded.quality_range()
+    low, high = span
+    return [low, low + 0.37 * (high - low), high]
+
+
+def sample_streams(rng: np.random.Generator, model: str, weights: str | None) -> list[bytes]:
+    """Streams of noisy gradients at awkward sizes, the lowest to the highest quality, one and
+    several streams."""
+    def codec(quality: float, **options: int) -> engine.Codec:
+        return engine.Codec(quality, "cpu", weights=weights, model=model, **options)
+
+    levels = qualities(model, weights)
     out = []
     for h, w in ((1, 1), (17, 33), (64, 64), (70, 130)):
         yy, xx = np.mgrid[0:h, 0:w] / max(h, w, 2)
         img = np.stack([yy, xx, (yy + xx) / 2]) + 0.1 * rng.standard_normal((3, h, w))
         x = torch.from_numpy(img.clip(0, 1)).float()
-        for quality in (1, 6):
-            out.append(engine.Codec(quality).compress(x))
-    many = engine.Codec(6, stream_bytes=256)  # several coded streams in one image
+        for quality in levels:
+            out.append(codec(quality).compress(x))
+    many = codec(levels[-1], stream_bytes=256)  # several coded streams in one image
     out.append(many.compress(torch.rand(3, 96, 128)))
     return out
 
@@ -101,11 +125,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--model", default=zoo.DEFAULT_MODEL, help="a shipped model's streams")
+    parser.add_argument("--weights", default=None, help="a weights file's streams")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     torch.set_num_threads(1)
-    codec = engine.Codec()
-    streams = sample_streams(rng)
+    codec = engine.Codec(device="cpu", weights=args.weights)
+    streams = sample_streams(rng, args.model, args.weights)
     outcomes: collections.Counter[str] = collections.Counter()
     slowest, begin = 0.0, time.perf_counter()
     while time.perf_counter() - begin < args.seconds:
@@ -130,8 +156,9 @@ def main() -> None:
                 raise SystemExit(f"codec_fuzz: pixels outside [0, 1] ({save_failure(data)})")
     total = sum(outcomes.values())
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"codec_fuzz: {total} damaged streams in {time.perf_counter() - begin:.0f} s, seed "
-          f"{args.seed}: no failure; slowest decode {1e3 * slowest:.0f} ms, peak RSS {rss:.0f} MiB")
+    print(f"codec_fuzz: {total} damaged streams of {args.weights or args.model} in "
+          f"{time.perf_counter() - begin:.0f} s, seed {args.seed}: no failure; slowest decode "
+          f"{1e3 * slowest:.0f} ms, peak RSS {rss:.0f} MiB")
     for what, n in outcomes.most_common():
         print(f"  {n:7d}  {what}")
 
