@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from datetime import date
 from pathlib import Path
@@ -28,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from results_md import commit, cpu, write_section  # noqa: E402
-from timing import best_of, peak_rss  # noqa: E402
+from timing import best_of, peak_rss_in_child, print_peak_rss  # noqa: E402
 
 SIZES = {"768x512": None, "4000x3000": (4000, 3000)}
 
@@ -49,9 +48,7 @@ def codec(weights: str, quality: float):
     """The shipped default model ("shipped") or a weights file, on the CPU."""
     from engine import Codec
 
-    if weights == "shipped":
-        return Codec(quality, "cpu")
-    return Codec(quality, "cpu", weights=weights)
+    return Codec(quality, "cpu", weights=None if weights == "shipped" else weights)
 
 
 def memory_probe(weights: str, quality: float, size: str, op: str) -> None:
@@ -60,7 +57,7 @@ def memory_probe(weights: str, quality: float, size: str, op: str) -> None:
     data = c.compress(x)
     call = (lambda: c.compress(x)) if op == "compress" else (lambda: c.decompress(data))
     call()
-    print(json.dumps(peak_rss(call)))
+    print_peak_rss(call)
 
 
 def measure(models: dict[str, tuple[str, float]], repeat: int) -> dict:
@@ -75,9 +72,7 @@ def measure(models: dict[str, tuple[str, float]], repeat: int) -> dict:
                    "compress": best_of(lambda c=c, x=x: c.compress(x), repeat),
                    "decompress": best_of(lambda c=c, d=data: c.decompress(d), repeat)}
             for op in ("compress", "decompress"):
-                run = subprocess.run([sys.executable, __file__, "--probe", weights, str(quality),
-                                      size, op], capture_output=True, text=True, check=True)
-                row[f"{op}_mem"] = json.loads(run.stdout.strip().splitlines()[-1])
+                row[f"{op}_mem"] = peak_rss_in_child(__file__, weights, quality, size, op)
             out.setdefault(name, {})[size] = row
             print(name, size, json.dumps(row), flush=True)
     return out

@@ -13,9 +13,7 @@ of ../shared/data/hires, in a fresh process each.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import subprocess
 import sys
 from datetime import date
 from pathlib import Path
@@ -29,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from results_md import commit, cpu, write_section  # noqa: E402
-from timing import best_of, peak_rss  # noqa: E402
+from timing import best_of, peak_rss_in_child, print_peak_rss  # noqa: E402
 
 HIRES = ROOT.parent / "shared" / "data" / "hires"
 
@@ -94,17 +92,15 @@ def memory_probe(name: str, rectifier: bool) -> None:
     codec = Codec(weights=levels()[q], device="cpu")
     data = codec.compress(probe_images()[name])
     codec.decompress(data, rectifier=rectifier)  # warm-up: tables, caches
-    print(json.dumps(peak_rss(lambda: codec.decompress(data, rectifier=rectifier))))
+    print_peak_rss(lambda: codec.decompress(data, rectifier=rectifier))
 
 
 def memory() -> dict:
     out = {}
     for name in probe_images():
         for rectifier in (True, False):
-            run = subprocess.run([sys.executable, __file__, "--probe", name, str(int(rectifier))],
-                                 capture_output=True, text=True, check=True, cwd=ROOT)
-            out[f"{name}, {'with' if rectifier else 'without'}"] = json.loads(
-                run.stdout.strip().splitlines()[-1])
+            out[f"{name}, {'with' if rectifier else 'without'}"] = peak_rss_in_child(
+                __file__, name, int(rectifier))
     return out
 
 

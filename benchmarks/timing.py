@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +34,19 @@ def peak_rss(fn: Callable[[], object]) -> dict[str, float]:
     fn()
     peak = _vm("VmHWM")
     return {"peak_mib": peak, "growth_mib": peak - before}
+
+
+def print_peak_rss(fn: Callable[[], object]) -> None:
+    """The child's side of `peak_rss_in_child`: print `peak_rss(fn)` as the last line."""
+    print(json.dumps(peak_rss(fn)))
+
+
+def peak_rss_in_child(script: str | Path, *args: object) -> dict[str, float]:
+    """`peak_rss` in a fresh process: runs `python SCRIPT --probe ARGS...`, whose probe ends
+    with `print_peak_rss`."""
+    run = subprocess.run([sys.executable, str(script), "--probe", *map(str, args)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def _vm(field: str) -> float:

@@ -98,16 +98,18 @@ def main() -> None:
                    help="time the channel-conditional candidates instead")
     p.add_argument("--write", action="store_true")
     args = p.parse_args()
-    gpu = torch.device(args.device).type == "cuda"
-    if args.candidates:
-        text = candidates(args)
-        print(text)
-        if args.write:
-            write_section(*(("train_speed_cc_gpu", "Training speed of the channel-conditional "
-                             "candidates (GPU)") if gpu else
-                            ("train_speed_cc", "Training speed of the channel-conditional "
-                             "candidates")), text)
-        return
+    text = candidates(args) if args.candidates else precisions(args)
+    print(text)
+    if args.write:  # the GPU's figures go beside the CPU's, not over them
+        name, title = (("train_speed_cc", "Training speed of the channel-conditional candidates")
+                       if args.candidates else ("train_speed", "Training speed"))
+        if torch.device(args.device).type == "cuda":
+            name, title = name + "_gpu", title + " (GPU)"
+        write_section(name, title, text)
+
+
+def precisions(args: argparse.Namespace) -> str:
+    """The table of one model's training speed by precision and layout."""
     fp32 = seconds_per_step(False, False, args, args.device)[1]
     rows = [("float32", fp32),
             ("float32, channels-last", seconds_per_step(False, True, args, args.device)[1])]
@@ -122,11 +124,7 @@ def main() -> None:
              "| --- | --- | --- | --- | --- |"]
     lines += [f"| {name} | {s:.4f} | {1 / s:.2f} | {pixels / s / 1e6:.2f} | {fp32 / s:.2f}x |"
               for name, s in rows]
-    text = "\n".join(lines)
-    print(text)
-    if args.write:  # the GPU's figures go beside the CPU's, not over them
-        write_section(*(("train_speed_gpu", "Training speed (GPU)") if gpu
-                        else ("train_speed", "Training speed")), text)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,7 @@ torch here; it imports torchvision only to fill a registry, so a stand-in module
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import subprocess
 import sys
 import types
 from datetime import date
@@ -32,7 +30,7 @@ KODIM = ROOT.parent / "shared" / "data" / "kodak" / "kodim23.png"
 sys.path.insert(0, str(ROOT))
 
 from results_md import commit, write_section  # noqa: E402
-from timing import best_of, peak_rss  # noqa: E402
+from timing import best_of, peak_rss_in_child, print_peak_rss  # noqa: E402
 
 
 def import_compressai():
@@ -164,13 +162,11 @@ def memory_probe(side: str, op: str, h: int, w: int) -> None:
             out = theirs.compress(x) if op == "decompress" else None
             call = (lambda: theirs.compress(x)) if op == "compress" else (
                 lambda: theirs.decompress(out["strings"], out["shape"]))
-        print(json.dumps(peak_rss(call)))
+        print_peak_rss(call)
 
 
 def measure_memory(side: str, op: str, h: int, w: int) -> dict[str, float]:
-    out = subprocess.run([sys.executable, __file__, "--probe", side, op, str(h), str(w)],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return peak_rss_in_child(__file__, side, op, h, w)
 
 
 def report(codecs: dict, coders: dict, memory: dict, image: str) -> str:
