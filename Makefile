@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.h csrc/*.cpp)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0  # first: the local CPU build, not a CUDA one
 	$(PY) -m pip install -q -e '.[dev,triton,ray]'  # ray: for its tests
+	# CompressAI, the reference of the import and zoo tests (tests/compressai_reference.py)
+	$(PY) -m pip install -q --no-deps compressai==1.2.8 torch_geometric==2.8.1 \
+		pytorch_msssim==1.0.0 einops xxhash psutil
 	touch $(STAMP)
 
 demo: $(STAMP)
