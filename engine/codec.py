@@ -334,15 +334,20 @@ class Codec:
                     integer=h.integer_fingerprint is not None,
                     rectify=rectifier and h.rectifier)))
                 groups[-1].indexes = next(groups[-1].decoding)
-            for k in range(len(model.pass_shapes(1, 1))):
+            # How many passes each group codes (a wavefront's grows with the image).
+            for g in groups:
+                h = opened[g.members[0]].header
+                g.passes = len(model.pass_shapes(h.height, h.width))
+            for k in range(max(g.passes for g in groups)):
+                active = [g for g in groups if k < g.passes]
                 jobs: list[torch.Tensor | None] = [None] * starts[-1]
-                for g in groups:
+                for g in active:
                     for j, i in enumerate(g.members):
                         runs = self._runs_of(model, k, starts[i + 1] - starts[i], g.indexes[j])
                         jobs[starts[i] : starts[i] + len(runs)] = runs
                 with stage("entropy coding"):
                     symbols = dec.decode(jobs)
-                for g in groups:
+                for g in active:
                     g.receive(torch.stack([torch.cat(symbols[starts[i] : starts[i + 1]])
                                            for i in g.members]))
         with stage("entropy coding"):
@@ -423,6 +428,7 @@ class _Pending:
 
     members: list[int]
     decoding: Decoding
+    passes: int = 0
     indexes: torch.Tensor | None = None
     images: torch.Tensor | None = None
 

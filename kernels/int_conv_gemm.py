@@ -11,6 +11,7 @@ Each chunk's sum is therefore exact; it is converted to int32 and the chunks are
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,6 +24,7 @@ from .int_conv_reference import INT8_MAX_PRODUCT, check_int_conv
 CHUNK_K = 2**24 // INT8_MAX_PRODUCT  # products per float32 GEMM: 1024
 COLS_FLOATS = 2**22  # about the most im2col floats held at once (16 MiB)
 _PRECISION_LOCK = threading.Lock()  # one caller at a time sets and restores the switch
+_CHUNKS: dict[tuple[int, int], tuple[weakref.ref, int, list[Tensor]]] = {}
 
 
 @contextmanager
@@ -42,11 +44,29 @@ def _ieee_float32_matmul() -> Iterator[None]:
             matmul.fp32_precision = saved
 
 
+def _weight_chunks(weight: Tensor, step: int) -> list[Tensor]:
+    """The kernel as float32 rows (Co, C*k*k) cut into reductions of `step` columns, kept while
+    the weight lives unchanged: an integer network's weights are converted once, not on every
+    call (the joint autoregressive decoder calls its 1x1 layers once per wavefront step)."""
+    key = (id(weight), step)
+    hit = _CHUNKS.get(key)
+    if hit is not None and hit[0]() is weight and hit[1] == weight._version:
+        return hit[2]
+    rows = weight.reshape(weight.shape[0], -1).float()
+    chunks = [rows[:, k0 : k0 + step].contiguous() for k0 in range(0, rows.shape[1], step)]
+    if len(_CHUNKS) >= 256:
+        _CHUNKS.clear()
+    _CHUNKS[key] = (weakref.ref(weight), weight._version, chunks)
+    return chunks
+
+
 def _columns(x: Tensor, r0: int, r1: int, k: int) -> Tensor:
     """im2col of output rows r0 .. r1 - 1: x (C, H, W) int8 -> float32 (C*k*k, (r1 - r0)*W);
     element (c*k*k + dy*k + dx, (r - r0)*W + j) is x[c, r + dy - k//2, j + dx - k//2], zero
     outside x. Strided views and one copy in int8 (F.unfold is several times slower), then
     float32."""
+    if k == 1:
+        return x[:, r0:r1].reshape(x.shape[0], -1).float()
     p = k // 2
     top, bottom = max(0, r0 - p), min(x.shape[1], r1 + p)
     band = F.pad(x[:, top:bottom], (p, p, top - (r0 - p), r1 + p - bottom))
@@ -68,9 +88,8 @@ def int_conv_gemm(x: Tensor, weight: Tensor) -> Tensor:
     b, c, h, w = x.shape
     co, kk = weight.shape[0], k * k
     step = CHUNK_K - CHUNK_K % kk if kk <= CHUNK_K else CHUNK_K
-    w_rows = weight.reshape(co, c * kk).float()
     chunks = [(k0, min(c * kk, k0 + step)) for k0 in range(0, c * kk, step)]
-    w_chunks = [w_rows[:, k0:k1].contiguous() for k0, k1 in chunks]
+    w_chunks = _weight_chunks(weight, step)
     rows = max(1, COLS_FLOATS // (min(step, c * kk) * w))
     out = torch.empty((b, co, h, w), dtype=torch.int32)
     with _ieee_float32_matmul():

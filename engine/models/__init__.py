@@ -3,6 +3,7 @@
 from .base import CodingModel, Encoded, ModelInfo
 from .cae import CaeConfig, CompressiveAutoencoder
 from .channel import ChannelConditional, ChannelConfig
+from .context import ContextConfig, JointAutoregressive
 from .factorized_prior import FactorizedPrior
 from .hyperprior import MeanScaleHyperprior, ModelConfig
 from .scale_hyperprior import ScaleHyperprior
@@ -10,7 +11,9 @@ from .scale_hyperprior import ScaleHyperprior
 # Every model kind, by the name its weights files carry ("arch").
 KINDS: dict[str, type[CodingModel]] = {
     kind.ARCH: kind for kind in (MeanScaleHyperprior, ScaleHyperprior, FactorizedPrior,
-                                ChannelConditional, CompressiveAutoencoder)}
+                                ChannelConditional, CompressiveAutoencoder,
+                                JointAutoregressive)}
 
 __all__ = ["KINDS", "CaeConfig", "ChannelConditional", "ChannelConfig", "CodingModel",
-           "CompressiveAutoencoder", "Encoded", "MeanScaleHyperprior", "ModelConfig", "ModelInfo"]
+           "CompressiveAutoencoder", "ContextConfig", "Encoded", "JointAutoregressive",
+           "MeanScaleHyperprior", "ModelConfig", "ModelInfo"]

@@ -89,6 +89,14 @@ class CodingModel(nn.Module):
         weights fingerprint: streams coded without it keep decoding)."""
         return self.__dict__.get("_integer_hyper")
 
+    @classmethod
+    def integer_from_state(cls, state: dict[str, Tensor]) -> IntegerHyper:
+        """The integer hyper-decoder of this kind from a state dict (a companion file);
+        ValueError when it does not fit."""
+        from .integer_hyper import IntegerHyper
+
+        return IntegerHyper.from_state(state)
+
     def attach_integer_hyper(self, integer_hyper: IntegerHyper | None) -> None:
         if integer_hyper is not None and not self.INTEGER_HYPER:
             raise ValueError(f"{self.ARCH} models do not code with an integer hyper-decoder")

@@ -44,13 +44,19 @@ MAX_SHIFT = 16  # activation exponents: no finer than 2^-16 (a layer that is all
 INT8 = (-128, 127)
 
 
+# What an integer layer outputs (its `hidden` buffer, named for h_s's hidden layers): int64 fixed
+# point; LeakyReLU then int8; int8 without an activation.
+FIXED, LRELU_INT8, PLAIN_INT8 = 0, 1, 2
+
+
 class IntegerLayer(nn.Module):
     """One convolution of the integer network; all buffers, no parameters. (Co, C, k, k) int8
     weights, int32 bias, per-channel multiplier and shift; `upscale` r (pixel shuffle after the
-    activation, 1 for none) and `hidden` (LeakyReLU and int8 output) as 0-d int64 buffers."""
+    activation, 1 for none) and `hidden`, the output (FIXED, LRELU_INT8 or PLAIN_INT8; True is
+    LRELU_INT8), as 0-d int64 buffers."""
 
     def __init__(self, weight: Tensor, bias: Tensor, mult: Tensor, shift: Tensor, upscale: int,
-                 hidden: bool) -> None:
+                 hidden: bool | int) -> None:
         super().__init__()
         self.register_buffer("weight", weight.to(torch.int8))
         self.register_buffer("bias", bias.to(torch.int32))
@@ -59,15 +65,37 @@ class IntegerLayer(nn.Module):
         self.register_buffer("upscale", torch.tensor(upscale, dtype=torch.int64))
         self.register_buffer("hidden", torch.tensor(int(hidden), dtype=torch.int64))
 
+    @staticmethod
+    def quantized(weight: Tensor, bias: Tensor, in_shift: int, out_shift: int, upscale: int,
+                  hidden: int) -> IntegerLayer:
+        """The integer layer of a float convolution `weight` (Co, C, k, k) with `bias` (Co,),
+        whose input counts units of 2^-in_shift and whose output counts 2^-out_shift: int8
+        weights with a step of max |w| / 127 per output channel, the rescale as a 15-bit
+        multiplier and a shift."""
+        step = _weight_step(weight)
+        w_int = torch.round(weight / step.view(-1, 1, 1, 1)).clamp(-127, 127)
+        in_unit = 2.0**-in_shift
+        b_int = torch.round(bias.double() / (step.double() * in_unit))
+        # acc counts units of step * 2^-in_shift; the output counts 2^-out_shift.
+        ratio = step.double() * in_unit * 2.0**out_shift
+        mantissa, exponent = torch.frexp(ratio)  # ratio = mantissa * 2^exponent, [0.5, 1)
+        mult = torch.round(mantissa * 2.0**MULT_BITS)
+        return IntegerLayer(w_int, b_int, mult, MULT_BITS - exponent, upscale, hidden)
+
     def forward(self, v: Tensor) -> Tensor:
-        """v (B, C, H, W) int8 -> (B, Co/r^2, rH, rW): int8 if hidden, else int64 fixed point."""
-        acc = int_conv(v, self.weight).long() + self.bias.long().view(1, -1, 1, 1)
-        t = acc * self.mult.long().view(1, -1, 1, 1)
-        if self.hidden:
+        """v (B, C, H, W) int8 -> (B, Co/r^2, rH, rW): int8, or int64 fixed point (FIXED)."""
+        return self.requantize(int_conv(v, self.weight))
+
+    def requantize(self, acc: Tensor) -> Tensor:
+        """The layer after its convolution: acc (B, Co, H, W) int32 or int64 (the exact
+        convolution, without the bias) -> the output as `forward` returns it."""
+        out_mode = int(self.hidden)
+        t = (acc.long() + self.bias.long().view(1, -1, 1, 1)) * self.mult.long().view(1, -1, 1, 1)
+        if out_mode == LRELU_INT8:
             t = torch.where(t >= 0, t, (t * LRELU_NUM) >> LRELU_SHIFT)
         k = self.shift.long().view(1, -1, 1, 1)
         out = (t + (torch.ones_like(k) << (k - 1))) >> k  # round half up
-        if self.hidden:
+        if out_mode != FIXED:
             out = out.clamp(*INT8).to(torch.int8)
         r = int(self.upscale)
         return F.pixel_shuffle(out, r) if r > 1 else out
@@ -97,12 +125,7 @@ class IntegerHyper(nn.Module):
     def from_state(state: dict[str, Tensor]) -> IntegerHyper:
         """Rebuild from a state dict (a companion file); ValueError when it does not fit."""
         try:
-            layers = []
-            while f"layers.{len(layers)}.weight" in state:
-                p = f"layers.{len(layers)}."
-                layers.append(IntegerLayer(state[p + "weight"], state[p + "bias"],
-                                           state[p + "mult"], state[p + "shift"],
-                                           int(state[p + "upscale"]), bool(state[p + "hidden"])))
+            layers = layers_from_state(state, "layers.")
             tables = CdfTables(state["table_cdfs"].numpy(), state["table_sizes"].numpy(),
                                state["table_offsets"].numpy())
             model = IntegerHyper(int(state["input_shift"]), layers, state["thresholds"], tables)
@@ -113,7 +136,7 @@ class IntegerHyper(nn.Module):
             if state[k].dtype != v.dtype:
                 raise ValueError(f"not an integer hyper-decoder ({k} is {state[k].dtype}, not "
                                  f"{v.dtype})")
-        _check(model)
+        check_layers(model)
         return model
 
     def tables(self) -> CdfTables:
@@ -158,33 +181,47 @@ class IntegerHyper(nn.Module):
     def build(fake: FakeIntegerHyper, scale_bounds: Tensor, tables: CdfTables) -> IntegerHyper:
         """The integers of a trained `FakeIntegerHyper`; `scale_bounds` are the float64 table
         bounds (`engine.entropy.gaussian.scale_bounds`), stored as fixed-point thresholds."""
-        layers = []
         shifts = fake.shifts
-        for i, (conv_w, bias, r, hidden) in enumerate(fake.layer_params()):
-            step = _weight_step(conv_w)
-            w_int = torch.round(conv_w / step.view(-1, 1, 1, 1)).clamp(-127, 127)
-            in_unit = 2.0 ** -shifts[i]
-            b_int = torch.round(bias.double() / (step.double() * in_unit))
-            # acc counts units of step * 2^-s_in; the output counts 2^-s_out.
-            ratio = step.double() * in_unit * 2.0 ** shifts[i + 1]
-            mantissa, exponent = torch.frexp(ratio)  # ratio = mantissa * 2^exponent, [0.5, 1)
-            mult = torch.round(mantissa * 2.0**MULT_BITS)
-            shift = MULT_BITS - exponent
-            layers.append(IntegerLayer(w_int, b_int, mult, shift, r, hidden))
+        layers = [IntegerLayer.quantized(conv_w, bias, shifts[i], shifts[i + 1], r,
+                                         LRELU_INT8 if hidden else FIXED)
+                  for i, (conv_w, bias, r, hidden) in enumerate(fake.layer_params())]
         # scale > bound  <=>  fixed > bound * 2^FRAC_BITS  <=>  fixed > floor(bound * 2^FRAC_BITS)
         thresholds = torch.floor(scale_bounds.double().cpu() * 2.0**FRAC_BITS)
         model = IntegerHyper(shifts[0], layers, thresholds, tables)
-        _check(model)
+        check_layers(model)
         return model
 
 
-def _check(model: IntegerHyper) -> None:
-    """The bounds that keep every intermediate inside its integer type."""
-    for i, layer in enumerate(model.layers):
+def layer_from_state(state: dict[str, Tensor], prefix: str) -> IntegerLayer:
+    """The integer layer PREFIX of a state dict (KeyError when it lacks a buffer)."""
+    p = prefix
+    return IntegerLayer(state[p + "weight"], state[p + "bias"], state[p + "mult"],
+                        state[p + "shift"], int(state[p + "upscale"]), int(state[p + "hidden"]))
+
+
+def layers_from_state(state: dict[str, Tensor], prefix: str) -> list[IntegerLayer]:
+    """The integer layers PREFIX0., PREFIX1., ... of a state dict."""
+    layers = []
+    while f"{prefix}{len(layers)}.weight" in state:
+        layers.append(layer_from_state(state, f"{prefix}{len(layers)}."))
+    return layers
+
+
+def check_layers(model: nn.Module) -> None:
+    """The bounds that keep every intermediate inside its integer type, for every integer layer
+    of `model`."""
+    for i, layer in enumerate(m for m in model.modules() if isinstance(m, IntegerLayer)):
         shift = layer.shift.long()
         if not (bool((shift >= 1).all()) and bool((shift <= 62).all())
                 and bool((layer.mult >= 0).all()) and bool((layer.mult < 1 << MULT_BITS).all())):
             raise ValueError(f"integer layer {i}: multiplier or shift out of range")
+
+
+def activation_shift(a: Tensor, quantile: float = 0.9999) -> int:
+    """The int8 exponent of float activations `a` on sample data: the largest s (at most
+    MAX_SHIFT) with quantile(|a|) * 2^s <= 127 (rare larger values clamp)."""
+    q = torch.quantile(a.detach().abs().flatten()[: 1 << 24].float(), quantile).item()
+    return min(MAX_SHIFT, int(torch.floor(torch.log2(torch.tensor(127 / max(q, 1e-6))))))
 
 
 def _weight_step(w: Tensor) -> Tensor:
@@ -223,18 +260,13 @@ class FakeIntegerHyper(nn.Module):
 
     @staticmethod
     def calibrate(h_s: nn.Sequential, z_hat: Tensor, quantile: float = 0.9999) -> list[int]:
-        """Activation exponents from float activations on sample data: the largest s with
-        quantile(|a|) * 2^s <= 127 (rare larger values clamp)."""
-        def exponent(a: Tensor) -> int:
-            q = torch.quantile(a.abs().flatten()[:1 << 24].float(), quantile).item()
-            return min(MAX_SHIFT, int(torch.floor(torch.log2(torch.tensor(127 / max(q, 1e-6))))))
-
-        shifts = [exponent(z_hat)]
+        """Activation exponents from float activations on sample data (`activation_shift`)."""
+        shifts = [activation_shift(z_hat, quantile)]
         a = z_hat
         with torch.no_grad():
             for m in list(h_s)[:-1]:
                 a = m(a)
-                shifts.append(exponent(a))
+                shifts.append(activation_shift(a, quantile))
         return shifts + [FRAC_BITS]
 
     def forward(self, z_hat: Tensor) -> Tensor:

@@ -34,11 +34,17 @@ from torch import Tensor
 
 from .. import format
 from ..entropy.gaussian import LIKELIHOOD_MIN, SCALE_MIN, SCALES
-from ..models import CodingModel, MeanScaleHyperprior, ModelConfig
+from ..models import (
+    CodingModel,
+    ContextConfig,
+    JointAutoregressive,
+    MeanScaleHyperprior,
+    ModelConfig,
+)
 from ..models.factorized_prior import FactorizedPrior
 from ..models.layers import GDN
 from ..models.scale_hyperprior import ScaleHyperprior
-from .weights import load_weights, save_weights
+from .weights import companion, load_weights, save_integer_hyper, save_weights
 
 # CompressAI's zoo lambdas of its MSE models, quality 1..8 (compressai/zoo/image.py).
 ZOO_LAMBDAS = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130, 5: 0.0250, 6: 0.0483, 7: 0.0932,
@@ -231,7 +237,22 @@ def _transforms(rest: list[tuple[str, Convert, str]]) -> list[tuple[str, Convert
     return g_a + g_s + rest
 
 
+def _masked_conv(ckpt: _Checkpoint, theirs: str, mine: str, model: CodingModel
+                 ) -> dict[str, Tensor]:
+    """The context convolution: weight and bias; its mask, if stored, must be mask A (what
+    lies under the mask is kept, and ignored, as CompressAI's forward ignores it)."""
+    ckpt.constant(f"{theirs}.mask", model.get_submodule(mine).mask.expand(
+        _shape(model, f"{mine}.weight")), "mask A")
+    return _conv(ckpt, theirs, mine, model)
+
+
 _H_A = [(f"h_a.{i}", _conv, f"h_a.{i}") for i in (0, 2, 4)]
+_MEAN_SCALE_HYPER = [*_H_A, ("h_s.0", _deconv, "h_s.0"), ("h_s.2", _deconv, "h_s.1"),
+                     ("h_s.4", _conv, "h_s.2")]
+_ENTROPY = [("entropy_bottleneck", _density, "entropy_z"),
+            ("gaussian_conditional", _gaussian, "entropy_y")]
+_CONTEXT = [("context_prediction", _masked_conv, "context_prediction"),
+            *((f"entropy_parameters.{i}", _conv, f"entropy_parameters.{i}") for i in (0, 2, 4))]
 
 # CompressAI's architecture name -> (our model kind, its layers: (CompressAI's, how, ours)).
 ARCHS: dict[str, tuple[type[CodingModel], list[tuple[str, Convert, str]]]] = {
@@ -241,10 +262,8 @@ ARCHS: dict[str, tuple[type[CodingModel], list[tuple[str, Convert, str]]]] = {
         [*_H_A, ("h_s.0", _deconv, "h_s.0"), ("h_s.2", _deconv, "h_s.2"),
          ("h_s.4", _conv, "h_s.4"), ("entropy_bottleneck", _density, "entropy_z"),
          ("gaussian_conditional", _gaussian, "entropy_y")])),
-    "mbt2018-mean": (MeanScaleHyperprior, _transforms(
-        [*_H_A, ("h_s.0", _deconv, "h_s.0"), ("h_s.2", _deconv, "h_s.1"),
-         ("h_s.4", _conv, "h_s.2"), ("entropy_bottleneck", _density, "entropy_z"),
-         ("gaussian_conditional", _gaussian, "entropy_y")])),
+    "mbt2018-mean": (MeanScaleHyperprior, _transforms([*_MEAN_SCALE_HYPER, *_ENTROPY])),
+    "mbt2018": (JointAutoregressive, _transforms([*_MEAN_SCALE_HYPER, *_CONTEXT, *_ENTROPY])),
 }
 
 # Older CompressAI names of the entropy bottleneck's parameters (`_matrices.0` in the published
@@ -271,7 +290,9 @@ def convert_state_dict(state: Mapping[str, Tensor], arch: str) -> CodingModel:
     for key in ("g_a.0.weight", "g_a.6.weight"):  # N and M
         if key not in state or state[key].dim() != 4:
             raise ValueError(f"missing key {key}: a CompressAI {arch} checkpoint has it")
-    config = ModelConfig(N=state["g_a.0.weight"].shape[0], M=state["g_a.6.weight"].shape[0])
+    N, M = state["g_a.0.weight"].shape[0], state["g_a.6.weight"].shape[0]
+    config = (ContextConfig(N, M, transforms=arch) if kind is JointAutoregressive
+              else ModelConfig(N, M))
     model = kind(config)
     ckpt = _Checkpoint(state, arch, config)
     ours: dict[str, Tensor] = {}
@@ -315,4 +336,22 @@ def import_compressai(checkpoint: str | Path, out: str | Path, arch: str,
     save_weights(model, out, storage, source="CompressAI", compressai_arch=arch,
                  checkpoint=Path(checkpoint).name, quality=quality or 0, **{"lambda": lam},
                  lambda_source=lam_source, **record)
+    if isinstance(model, JointAutoregressive):  # it codes only with its integer context model
+        saved = load_weights(out)
+        save_integer_hyper(saved.calibrate(calibration_images()), saved,
+                           companion(out, "integer_hyper"))
     return load_weights(out)
+
+
+def calibration_images() -> Tensor:
+    """What integer context models are calibrated on: three photos that scikit-image ships
+    (astronaut, coffee, chelsea), 256x384 centre crops, (3, 3, 256, 384) in [0, 1]. Never
+    Kodak; the same on every machine."""
+    from skimage import data
+
+    crops = []
+    for photo in (data.astronaut(), data.coffee(), data.chelsea()):
+        x = torch.from_numpy(photo).permute(2, 0, 1).float() / 255
+        top, left = (x.shape[1] - 256) // 2, (x.shape[2] - 384) // 2
+        crops.append(x[:, top : top + 256, left : left + 384])
+    return torch.stack(crops)

@@ -119,7 +119,7 @@ def _build(kind: type[CodingModel], meta: dict, stored: dict[str, torch.Tensor],
                            lam=info.get("lambda"), path=str(path), meta=info)
     integer = companion(path, "integer_hyper")
     if integer.is_file():
-        model.attach_integer_hyper(load_integer_hyper(integer, model.info.fingerprint))
+        model.attach_integer_hyper(load_integer_hyper(integer, model.info.fingerprint, kind))
     rectifier = companion(path, "rectifier")
     if rectifier.is_file():
         model.attach_rectifier(load_rectifier(rectifier, model.info.fingerprint))
@@ -165,12 +165,13 @@ def save_integer_hyper(integer_hyper: IntegerHyper, weights: CodingModel, path: 
     _save_companion("integer_hyper", integer_hyper.state_dict(), weights, path)
 
 
-def load_integer_hyper(path: str | Path, weights_fingerprint: int) -> IntegerHyper:
-    """The integer hyper-decoder in `path`; ValueError unless it was made for the weights with
-    this fingerprint."""
+def load_integer_hyper(path: str | Path, weights_fingerprint: int,
+                       kind: type[CodingModel] = CodingModel) -> IntegerHyper:
+    """The integer hyper-decoder in `path` of a model of this kind; ValueError unless it was
+    made for the weights with this fingerprint."""
     state, _ = _read_companion(path, "integer_hyper", weights_fingerprint)
     try:
-        return IntegerHyper.from_state(state)
+        return kind.integer_from_state(state)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
 
