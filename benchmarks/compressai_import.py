@@ -54,7 +54,8 @@ from engine.metrics import psnr  # noqa: E402
 from engine.train.data import RandomCrops  # noqa: E402
 from engine.zoo.compressai import ZOO_LAMBDAS, convert_state_dict, read_checkpoint  # noqa: E402
 
-ARCHS = ("bmshj2018-hyperprior", "mbt2018-mean", "bmshj2018-factorized")
+ARCHS = ("bmshj2018-hyperprior", "mbt2018-mean", "bmshj2018-factorized", "mbt2018",
+         "cheng2020-anchor", "cheng2020-attn")
 NOTES = (
     "CompressAI was installed with `pip install --no-deps compressai==1.2.8 "
     "torch_geometric==2.8.1 pytorch_msssim==1.0.0 einops xxhash psutil` (what `import "
@@ -217,15 +218,24 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--images", type=int, default=24, help="how many Kodak images (all: 24)")
     p.add_argument("--workdir", type=Path, default=ROOT / "out" / "compressai_import")
+    p.add_argument("--weights", nargs="+", choices=("random", "trained"),
+                   default=["random", "trained"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--train-only", action="store_true",
+                   help="make the trained checkpoints, measure nothing")
     p.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     a = p.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
+    if a.train_only:
+        for arch in a.archs:
+            print(checkpoint(arch, "trained", a), flush=True)
+        return
     compressai, _ = load_compressai()
     images = list_images(SHARED / "kodak")[: a.images]
     load_before = os.getloadavg()[0]
     lines, imports = [], []
     for arch in a.archs:
-        for weights in ("random", "trained"):
+        for weights in a.weights:
             ckpt = checkpoint(arch, weights, a)
             weights_file, said = import_command(ckpt, arch)
             imports.append(f"`{said.split(': ', 1)[1]}`")

@@ -90,6 +90,8 @@ def int_conv_gemm(x: Tensor, weight: Tensor) -> Tensor:
     step = CHUNK_K - CHUNK_K % kk if kk <= CHUNK_K else CHUNK_K
     chunks = [(k0, min(c * kk, k0 + step)) for k0 in range(0, c * kk, step)]
     w_chunks = _weight_chunks(weight, step)
+    if k == 1:
+        return _pointwise(x, chunks, w_chunks)
     rows = max(1, COLS_FLOATS // (min(step, c * kk) * w))
     out = torch.empty((b, co, h, w), dtype=torch.int32)
     with _ieee_float32_matmul():
@@ -105,3 +107,16 @@ def int_conv_gemm(x: Tensor, weight: Tensor) -> Tensor:
                     else:
                         band.add_(part.to(torch.int32))
     return out
+
+
+def _pointwise(x: Tensor, chunks: list[tuple[int, int]], w_chunks: list[Tensor]) -> Tensor:
+    """A 1x1 convolution as one GEMM per chunk over every image's pixels at once: the joint
+    autoregressive decoder's wavefront steps are 1x1 layers over a few positions each, where
+    per-image bands would cost more than the products."""
+    b, c, h, w = x.shape
+    cols = x.permute(1, 0, 2, 3).reshape(c, -1).float()  # (C, B*H*W)
+    with _ieee_float32_matmul():
+        for j, ((k0, k1), w_chunk) in enumerate(zip(chunks, w_chunks, strict=True)):
+            part = (w_chunk @ cols[k0:k1]).to(torch.int32)  # exact: an integer below 2^24
+            out = part if j == 0 else out.add_(part)
+    return out.view(-1, b, h, w).permute(1, 0, 2, 3).contiguous()
