@@ -31,8 +31,9 @@ def _gdn_params(c, dtype, device, seed=0):
     return beta.to(device, dtype), gamma.to(device, dtype)
 
 
-# (B, C, H, W, r): odd sizes; widths over one block (128) and rows over one block; r = 3.
-SUBPEL_SHAPES = [(1, 3, 5, 7, 2), (2, 4, 9, 70, 2), (1, 2, 3, 5, 3)]
+# (B, C, H, W, r): odd sizes; widths over one block (128) and rows over one block; r = 3; r = 1
+# (no shuffle: bias and LeakyReLU of a plain convolution, as in Cheng et al.'s h_s).
+SUBPEL_SHAPES = [(1, 3, 5, 7, 2), (2, 4, 9, 70, 2), (1, 2, 3, 5, 3), (2, 3, 5, 7, 1)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])

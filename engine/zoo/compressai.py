@@ -2,15 +2,18 @@
 platform for end-to-end compression research", 2020) as engine weights files.
 
 Architectures (`ARCHS`): bmshj2018-factorized, bmshj2018-hyperprior and mbt2018-mean, at any N
-and M. A checkpoint is a state_dict saved by torch.save, bare (as CompressAI's zoo publishes
-them) or under "state_dict" (as its training example saves it, beside "epoch", "optimizer",
-...), with or without DataParallel's "module." prefix. It is read with
+and M; and the transforms of cheng2020-anchor and cheng2020-attn (`cheng_layers`, loaded by
+`convert_modules`). A checkpoint is a state_dict saved by torch.save, bare (as CompressAI's zoo
+publishes them) or under "state_dict" (as its training example saves it, beside "epoch",
+"optimizer", ...), with or without DataParallel's "module." prefix. It is read with
 torch.load(weights_only=True): never unpickled beyond plain tensors and containers.
 
 How CompressAI's tensors map onto the engine's model kinds:
 - convolutions, GDN/IGDN beta and gamma (both store sqrt(value + 2^-36) and bound it below, as
   `engine.models.layers.GDN` does), the entropy bottleneck's matrices, biases, factors and
   quantiles ((C, 1, 3) -> (C, 3)): copied;
+- the sub-pixel convolutions of cheng2020's transforms (conv3x3 then PixelShuffle): copied,
+  the bias into SubpelConv's own;
 - the ConvTranspose2d(k=5, stride=2, padding=2, output_padding=1) layers of g_s and h_s: the
   equal sub-pixel convolutions (`subpel_from_deconv`), exact up to float rounding;
 - derived coding state (`_quantized_cdf`, `_offset`, `_cdf_length`) is not read: the engine
@@ -25,12 +28,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .. import format
 from ..entropy.gaussian import LIKELIHOOD_MIN, SCALE_MIN, SCALES
@@ -117,8 +120,8 @@ class _Checkpoint:
     (`misshapen`): a checkpoint of another architecture is told so rather than that a shape
     differs."""
 
-    def __init__(self, state: Mapping[str, Tensor], arch: str, config: ModelConfig) -> None:
-        self.state, self.arch, self.config = state, arch, config
+    def __init__(self, state: Mapping[str, Tensor], arch: str, sizes: str) -> None:
+        self.state, self.arch, self.sizes = state, arch, sizes  # sizes: "N=128, M=192"
         self.taken: set[str] = set()
         self.misshapen: str | None = None
 
@@ -130,8 +133,8 @@ class _Checkpoint:
         self.taken.add(key)
         if tuple(t.shape) != tuple(shape):
             self.misshapen = self.misshapen or (
-                f"{key} has shape {tuple(t.shape)}; a {self.arch} with N={self.config.N}, "
-                f"M={self.config.M} needs {tuple(shape)}")
+                f"{key} has shape {tuple(t.shape)}; a {self.arch} with {self.sizes} needs "
+                f"{tuple(shape)}")
             return torch.zeros(shape)
         return t.detach().float().clone()
 
@@ -151,22 +154,23 @@ class _Checkpoint:
         self.taken.update(f"{prefix}.{n}" for n in names)
 
 
-# A layer's converter: (checkpoint, CompressAI's layer name, our layer name, our model) ->
-# our tensors.
-Convert = Callable[[_Checkpoint, str, str, CodingModel], dict[str, Tensor]]
+# A layer's converter: (checkpoint, CompressAI's layer name, our layer name, our model or the
+# modules that hold our layer) -> our tensors.
+Convert = Callable[[_Checkpoint, str, str, nn.Module], dict[str, Tensor]]
+Layers = list[tuple[str, Convert, str]]  # (CompressAI's layer name, how, ours)
 _DERIVED = ("_offset", "_quantized_cdf", "_cdf_length")
 
 
-def _shape(model: CodingModel, key: str) -> tuple[int, ...]:
+def _shape(model: nn.Module, key: str) -> tuple[int, ...]:
     return tuple(model.get_parameter(key).shape)
 
 
-def _conv(ckpt: _Checkpoint, theirs: str, mine: str, model: CodingModel) -> dict[str, Tensor]:
+def _conv(ckpt: _Checkpoint, theirs: str, mine: str, model: nn.Module) -> dict[str, Tensor]:
     return {f"{mine}.{p}": ckpt.take(f"{theirs}.{p}", _shape(model, f"{mine}.{p}"))
             for p in ("weight", "bias")}
 
 
-def _deconv(ckpt: _Checkpoint, theirs: str, mine: str, model: CodingModel) -> dict[str, Tensor]:
+def _deconv(ckpt: _Checkpoint, theirs: str, mine: str, model: nn.Module) -> dict[str, Tensor]:
     c4, c_in = _shape(model, f"{mine}.conv.weight")[:2]
     weight = ckpt.take(f"{theirs}.weight", (c_in, c4 // 4, 5, 5))
     bias = ckpt.take(f"{theirs}.bias", (c4 // 4,))
@@ -174,7 +178,15 @@ def _deconv(ckpt: _Checkpoint, theirs: str, mine: str, model: CodingModel) -> di
     return {f"{mine}.conv.weight": w, f"{mine}.bias": b}
 
 
-def _gdn(ckpt: _Checkpoint, theirs: str, mine: str, model: CodingModel) -> dict[str, Tensor]:
+def _subpel(ckpt: _Checkpoint, theirs: str, mine: str, model: nn.Module) -> dict[str, Tensor]:
+    """A 3x3 convolution (CompressAI's conv3x3, or the one inside its subpel_conv3x3) -> our
+    SubpelConv, which keeps the bias apart from the convolution (r = 1: no shuffle)."""
+    return {f"{mine}.conv.weight": ckpt.take(f"{theirs}.weight",
+                                             _shape(model, f"{mine}.conv.weight")),
+            f"{mine}.bias": ckpt.take(f"{theirs}.bias", _shape(model, f"{mine}.bias"))}
+
+
+def _gdn(ckpt: _Checkpoint, theirs: str, mine: str, model: nn.Module) -> dict[str, Tensor]:
     """beta and gamma, whose effective values (reparametrised with the checkpoint's own pedestal
     and bound) must equal what the engine's GDN makes of them."""
     out = {f"{mine}.{p}": ckpt.take(f"{theirs}.{p}", _shape(model, f"{mine}.{p}"))
@@ -196,7 +208,7 @@ def _gdn(ckpt: _Checkpoint, theirs: str, mine: str, model: CodingModel) -> dict[
     return out
 
 
-def _density(ckpt: _Checkpoint, theirs: str, mine: str, model: CodingModel) -> dict[str, Tensor]:
+def _density(ckpt: _Checkpoint, theirs: str, mine: str, model: nn.Module) -> dict[str, Tensor]:
     density = model.get_submodule(mine)
     out = {}
     for name, p in density.named_parameters():
@@ -214,7 +226,7 @@ def _density(ckpt: _Checkpoint, theirs: str, mine: str, model: CodingModel) -> d
     return out
 
 
-def _gaussian(ckpt: _Checkpoint, theirs: str, mine: str, model: CodingModel
+def _gaussian(ckpt: _Checkpoint, theirs: str, mine: str, model: nn.Module
               ) -> dict[str, Tensor]:
     """No tensors: the engine's Gaussian conditional is CompressAI's default one."""
     for bound in ("scale_bound", "lower_bound_scale.bound"):
@@ -228,7 +240,7 @@ def _gaussian(ckpt: _Checkpoint, theirs: str, mine: str, model: CodingModel
     return {}
 
 
-def _transforms(rest: list[tuple[str, Convert, str]]) -> list[tuple[str, Convert, str]]:
+def _transforms(rest: Layers) -> Layers:
     """g_a and g_s (the same in every architecture), then `rest`. CompressAI's g_s alternates
     transposed convolutions and IGDNs; each pair is one of our SubpelConv layers."""
     g_a = [(f"g_a.{i}", _gdn if i % 2 else _conv, f"g_a.{i}") for i in range(7)]
@@ -254,8 +266,60 @@ _ENTROPY = [("entropy_bottleneck", _density, "entropy_z"),
 _CONTEXT = [("context_prediction", _masked_conv, "context_prediction"),
             *((f"entropy_parameters.{i}", _conv, f"entropy_parameters.{i}") for i in (0, 2, 4))]
 
+# Cheng et al. 2020 (`engine.models.cheng`): our layers bear CompressAI's names, but for its
+# subpel_conv3x3 (a Sequential: the convolution is `.0`) and h_s (SubpelConv layers, whose
+# LeakyReLUs are fused, where CompressAI has separate modules).
+def _same(block: str, convert: Convert, *names: str) -> Layers:
+    return [(f"{block}.{n}", convert, f"{block}.{n}") for n in names]
+
+
+def _residual(block: str) -> Layers:
+    return _same(block, _conv, "conv1", "conv2")
+
+
+def _residual_with_stride(block: str) -> Layers:
+    return [*_same(block, _conv, "conv1", "conv2", "skip"), *_same(block, _gdn, "gdn")]
+
+
+def _residual_upsample(block: str) -> Layers:
+    return [(f"{block}.subpel_conv.0", _subpel, f"{block}.subpel_conv"),
+            *_same(block, _conv, "conv"), *_same(block, _gdn, "igdn"),
+            (f"{block}.upsample.0", _subpel, f"{block}.upsample")]
+
+
+def _attention(block: str) -> Layers:
+    units = [f"conv_{branch}.{i}.conv.{j}" for branch in "ab" for i in range(3) for j in (0, 2, 4)]
+    return _same(block, _conv, *units, "conv_b.3")
+
+
+def _plain_conv(block: str) -> Layers:
+    return [(block, _conv, block)]
+
+
+def _subpel_to_rgb(block: str) -> Layers:
+    return [(f"{block}.0", _subpel, block)]
+
+
+def cheng_layers(attention: bool) -> Layers:
+    """The layers of cheng2020-anchor's (or with `attention`, cheng2020-attn's) g_a, g_s, h_a and
+    h_s: (CompressAI's name, how, ours), for `engine.models.cheng`'s ChengAnalysis,
+    ChengSynthesis and cheng_hyper_transforms under the names g_a, g_s, h_a, h_s."""
+    attend = [_attention] if attention else []
+    g_a = [_residual_with_stride, _residual, _residual_with_stride, *attend, _residual,
+           _residual_with_stride, _residual, _plain_conv, *attend]
+    g_s = [*attend, _residual, _residual_upsample, _residual, _residual_upsample, *attend,
+           _residual, _residual_upsample, _residual, _subpel_to_rgb]
+    h_a = [(f"h_a.{i}", _conv, f"h_a.{i}") for i in range(0, 9, 2)]
+    # CompressAI's h_s: conv3x3, subpel_conv3x3, conv3x3, subpel_conv3x3 (each with a LeakyReLU
+    # after it), conv3x3.
+    h_s = [(f"h_s.{2 * i}" + (".0" if i % 2 else ""), _subpel, f"h_s.{i}") for i in range(4)]
+    return [*(layer for transform, blocks in (("g_a", g_a), ("g_s", g_s))
+              for i, block in enumerate(blocks) for layer in block(f"{transform}.{i}")),
+            *h_a, *h_s, ("h_s.8", _conv, "h_s.4")]
+
+
 # CompressAI's architecture name -> (our model kind, its layers: (CompressAI's, how, ours)).
-ARCHS: dict[str, tuple[type[CodingModel], list[tuple[str, Convert, str]]]] = {
+ARCHS: dict[str, tuple[type[CodingModel], Layers]] = {
     "bmshj2018-factorized": (FactorizedPrior, _transforms(
         [("entropy_bottleneck", _density, "entropy_y")])),
     "bmshj2018-hyperprior": (ScaleHyperprior, _transforms(
@@ -294,18 +358,37 @@ def convert_state_dict(state: Mapping[str, Tensor], arch: str) -> CodingModel:
     config = (ContextConfig(N, M, transforms=arch) if kind is JointAutoregressive
               else ModelConfig(N, M))
     model = kind(config)
-    ckpt = _Checkpoint(state, arch, config)
+    ckpt = _Checkpoint(state, arch, f"N={config.N}, M={config.M}")
+    model.load_state_dict(_convert(ckpt, layers, model, state))  # strict: all from the layers
+    return model.eval().requires_grad_(False)
+
+
+def convert_modules(state: Mapping[str, Tensor], layers: Layers, modules: nn.Module, arch: str,
+                    sizes: str) -> None:
+    """Load `layers` of a CompressAI `arch` state_dict into `modules`: our layers under our
+    names and nothing else (say an nn.ModuleDict of some transforms; loaded strictly). Only the
+    keys in the layers' top-level modules (g_a, h_s, ...) are read; ValueError naming the first
+    missing, misshapen or unknown one. `sizes` ("N=192") goes into messages."""
+    tops = {theirs.split(".")[0] for theirs, _, _ in layers}
+    ckpt = _Checkpoint(state, arch, sizes)
+    modules.load_state_dict(_convert(ckpt, layers, modules,
+                                     [k for k in state if k.split(".")[0] in tops]))
+
+
+def _convert(ckpt: _Checkpoint, layers: Layers, model: nn.Module, keys: Iterable[str]
+             ) -> dict[str, Tensor]:
+    """Our tensors of `layers`; ValueError unless they take every one of `keys` (the
+    checkpoint's that must be known) with its shape. Loaded strictly, they fill `model`."""
     ours: dict[str, Tensor] = {}
     for theirs, convert, mine in layers:
         ours.update(convert(ckpt, theirs, mine, model))
-    unknown = [k for k in state if k not in ckpt.taken]
+    unknown = [k for k in keys if k not in ckpt.taken]
     if unknown:
         raise ValueError(f"unknown key {unknown[0]} ({len(unknown)} in all) is not part of a "
-                         f"CompressAI {arch} (is the architecture right?)")
+                         f"CompressAI {ckpt.arch} (is the architecture right?)")
     if ckpt.misshapen:
         raise ValueError(ckpt.misshapen)
-    model.load_state_dict(ours)  # strict: every tensor of ours came from the checkpoint
-    return model.eval().requires_grad_(False)
+    return ours
 
 
 def training_lambda(quality: float | None, lam: float | None) -> tuple[float | None, str]:
