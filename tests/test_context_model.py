@@ -139,56 +139,61 @@ def test_refinement_codes_fewer_or_equal_bits_for_the_same_decoder(model):
     assert codec.decompress(refined).shape == x.shape
 
 
-# --- CompressAI's mbt2018 ----------------------------------------------------------------------
+# --- CompressAI's mbt2018, cheng2020-anchor and cheng2020-attn ---------------------------------
 
-@pytest.fixture(scope="module")
-def mbt2018(tmp_path_factory):
+CONTEXT_ARCHS = ["mbt2018", "cheng2020-anchor", "cheng2020-attn"]
+
+
+@pytest.fixture(scope="module", params=CONTEXT_ARCHS)
+def imported(request, tmp_path_factory):
+    """(CompressAI's model with random weights, ours imported from its training checkpoint, the
+    weights file)."""
     compressai_or_skip()
-    from compressai.models import JointAutoregressiveHierarchicalPriors
+    from compressai.zoo import image_models
 
+    arch = request.param
     torch.manual_seed(1)
-    net = JointAutoregressiveHierarchicalPriors(N=16, M=24).eval()
-    net.update(force=True)
-    folder = tmp_path_factory.mktemp("mbt2018")
+    net = image_models[arch](quality=1, pretrained=False)
+    net = type(net)(N=16) if arch.startswith("cheng") else type(net)(N=16, M=24)
+    net.eval().update(force=True)
+    folder = tmp_path_factory.mktemp(arch)
     torch.save({"epoch": 3, "state_dict": net.state_dict()}, folder / "ckpt.pth.tar")
-    ours = import_compressai(folder / "ckpt.pth.tar", folder / "mbt.safetensors", "mbt2018",
-                             quality=3)
-    return net, ours, folder / "mbt.safetensors"
+    ours = import_compressai(folder / "ckpt.pth.tar", folder / "w.safetensors", arch, quality=3)
+    return net, ours, folder / "w.safetensors"
 
 
-def test_imported_mbt2018_computes_compressais_entropy_parameters(mbt2018):
-    net, ours, _ = mbt2018
+def test_imported_models_compute_compressais_networks(imported):
+    net, ours, _ = imported
     x = smooth_image(128, 128, 9)[None]
     with torch.no_grad():
         y = net.g_a(x)
-        assert torch.allclose(ours.g_a(x), y, atol=1e-5, rtol=1e-4)
-        z_hat = torch.round(net.h_a(y) - net.entropy_bottleneck._get_medians()) + \
-            net.entropy_bottleneck._get_medians()
+        assert torch.allclose(ours.g_a(x), y, atol=1e-4, rtol=1e-4)
+        median = net.entropy_bottleneck._get_medians()
+        z_hat = torch.round(net.h_a(y) - median) + median
         y_hat = torch.round(y)
         theirs = net.entropy_parameters(torch.cat([net.h_s(z_hat), net.context_prediction(
             y_hat)], 1)).chunk(2, 1)
-        mine = ours.float_params(z_hat, y_hat)
-        for a, b in zip(mine, theirs, strict=True):
+        for a, b in zip(ours.float_params(z_hat, y_hat), theirs, strict=True):
             assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
         assert torch.allclose(ours.g_s(y_hat), net.g_s(y_hat), atol=1e-4, rtol=1e-4)
 
 
-def test_imported_mbt2018_decodes_like_compressai(mbt2018):
-    net, _, path = mbt2018
+def test_imported_models_decode_like_compressai(imported):
+    net, _, path = imported
     x = smooth_image(128, 192, 10)[None]
     with torch.no_grad():
         out = net.compress(x)
         theirs = net.decompress(out["strings"], out["shape"])["x_hat"].clamp(0, 1)
-    data = Codec(weights=path).compress(x)
-    mine = Codec(weights=path).decompress(data)[None]
+    codec = Codec(weights=path)
+    mine = codec.decompress(codec.compress(x))[None]
     assert abs(float(psnr(mine, x)) - float(psnr(theirs, x))) < 0.05
     assert load_weights(path).integer_hyper is not None
 
 
-def test_identical_latents_under_another_isa_and_one_thread(mbt2018, tmp_path):
+def test_identical_latents_under_another_isa_and_one_thread(imported, tmp_path):
     """Encoded here (AVX2 or better, 2 threads), decoded in a fresh process with the generic ISA
     and one thread: the same y_hat, bit for bit (it fixes every symbol and every mean)."""
-    _, _, path = mbt2018
+    _, _, path = imported
     data = Codec(weights=path).compress(smooth_image(128, 128, 11))
     (tmp_path / "s.nic").write_bytes(data)
     script = (

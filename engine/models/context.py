@@ -1,6 +1,6 @@
 """Joint autoregressive and hierarchical priors (Minnen, Balle, Toderici, NeurIPS 2018):
-CompressAI's mbt2018, and with Cheng et al.'s transforms (CVPR 2020) its cheng2020-anchor and
-cheng2020-attn.
+CompressAI's mbt2018, and with Cheng et al.'s transforms (CVPR 2020, `engine.models.cheng`) its
+cheng2020-anchor and cheng2020-attn.
 
     x (B, 3, H, W) --g_a--> y (B, M, H/16, W/16) --h_a--> z (B, N, H/64, W/64)
     z_hat --h_s--> params (B, 2M, H/16, W/16)
@@ -29,14 +29,15 @@ from ..entropy.factorized import FactorizedDensity
 from ..entropy.gaussian import GaussianConditional, scale_bounds
 from ..errors import CodecError
 from .base import CodingModel, Decoding, Encoded, Latents, Quantizer
+from .cheng import HYPER_SYNTHESIS_HALO, ChengAnalysis, ChengSynthesis, cheng_hyper_transforms
 from .hyperprior import MeanScaleHyperprior
 from .integer_context import CONTEXT_PAD, IntegerContext, Wavefront, wavefront_counts
 from .integer_hyper import FRAC_BITS
 from .layers import leaky_relu
-from .strips import in_strips
+from .strips import HALO, in_strips
 from .transforms import Analysis, Synthesis
 
-TRANSFORMS = ("mbt2018",)  # the transforms a config may name
+TRANSFORMS = ("mbt2018", "cheng2020-anchor", "cheng2020-attn")  # a config names one
 
 
 @dataclass(frozen=True)
@@ -94,8 +95,17 @@ class JointAutoregressive(CodingModel):
         super().__init__()
         self.config = config
         N, M = config.N, config.M
-        self.g_a, self.g_s = Analysis(N, M), Synthesis(N, M)
-        self.h_a, self.h_s = MeanScaleHyperprior.hyper_transforms(N, M)
+        if config.transforms == "mbt2018":
+            self.g_a, self.g_s = Analysis(N, M), Synthesis(N, M)
+            self.h_a, self.h_s = MeanScaleHyperprior.hyper_transforms(N, M)
+            self.hyper_halo = HALO
+        else:  # Cheng et al.'s, where M = N
+            if M != N:
+                raise ValueError(f"{config.transforms} has M = N, not N={N}, M={M}")
+            attention = config.transforms == "cheng2020-attn"
+            self.g_a, self.g_s = ChengAnalysis(N, attention), ChengSynthesis(N, attention)
+            self.h_a, self.h_s = cheng_hyper_transforms(N)
+            self.hyper_halo = HYPER_SYNTHESIS_HALO
         self.context_prediction = MaskedConv(M, 2 * M)
         self.entropy_parameters = nn.Sequential(
             nn.Conv2d(M * 12 // 3, M * 10 // 3, 1), LeakyReLU(),
@@ -216,7 +226,7 @@ class JointAutoregressive(CodingModel):
         """The wavefront decoding state of these images, from h_s in integers (in strips)."""
         net = self._integer()
         params = in_strips(lambda z: net(z).float(), z_hat, 1, 4, 2 * self.config.M,
-                           unit_rows=64)  # int8 values, exact in float32
+                           unit_rows=64, halo=self.hyper_halo)  # int8 values, exact in float32
         return net.wavefront(params.to(torch.int8))
 
     def _bounds(self, device: torch.device) -> Tensor:

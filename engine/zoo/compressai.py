@@ -328,7 +328,12 @@ ARCHS: dict[str, tuple[type[CodingModel], Layers]] = {
          ("gaussian_conditional", _gaussian, "entropy_y")])),
     "mbt2018-mean": (MeanScaleHyperprior, _transforms([*_MEAN_SCALE_HYPER, *_ENTROPY])),
     "mbt2018": (JointAutoregressive, _transforms([*_MEAN_SCALE_HYPER, *_CONTEXT, *_ENTROPY])),
+    "cheng2020-anchor": (JointAutoregressive, [*cheng_layers(False), *_CONTEXT, *_ENTROPY]),
+    "cheng2020-attn": (JointAutoregressive, [*cheng_layers(True), *_CONTEXT, *_ENTROPY]),
 }
+# Where N and M are read: the first and the last convolution of g_a (Cheng et al.'s have M = N).
+_SIZE_KEYS = {arch: ("g_a.0.conv1.weight",) * 2 if arch.startswith("cheng") else
+              ("g_a.0.weight", "g_a.6.weight") for arch in ARCHS}
 
 # Older CompressAI names of the entropy bottleneck's parameters (`_matrices.0` in the published
 # zoo weights, `_matrix0` in some versions) -> the current ones (`matrices.0`).
@@ -351,10 +356,10 @@ def convert_state_dict(state: Mapping[str, Tensor], arch: str) -> CodingModel:
         raise ValueError(f"unknown architecture {arch!r}; supported: {', '.join(ARCHS)}")
     kind, layers = ARCHS[arch]
     state = {_current_name(k): v for k, v in state.items()}
-    for key in ("g_a.0.weight", "g_a.6.weight"):  # N and M
+    for key in _SIZE_KEYS[arch]:
         if key not in state or state[key].dim() != 4:
             raise ValueError(f"missing key {key}: a CompressAI {arch} checkpoint has it")
-    N, M = state["g_a.0.weight"].shape[0], state["g_a.6.weight"].shape[0]
+    N, M = (state[key].shape[0] for key in _SIZE_KEYS[arch])
     config = (ContextConfig(N, M, transforms=arch) if kind is JointAutoregressive
               else ModelConfig(N, M))
     model = kind(config)
