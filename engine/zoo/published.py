@@ -160,9 +160,9 @@ def _fetch(name: str, quality: int, url: str, sha256: str, timeout: float) -> No
             raise
         except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, resets
             raise FetchError(
-                f"cannot fetch {name} quality {quality} from {url} ({_reason(e)}) and it is not "
-                f"cached ({path}); to use a copy of that file obtained otherwise: python -m "
-                f"engine.zoo import-compressai CKPT {path} --arch {name} --quality {quality}"
+                f"cannot fetch {name} quality {quality} from {url} ({_reason(e)}); to cache a "
+                f"copy of that file obtained otherwise: python -m engine.zoo import-compressai "
+                f"CKPT {path} --arch {name} --quality {quality}"
             ) from None
         if not digest.startswith(sha256):
             raise FetchError(f"{url}: SHA-256 {digest[:len(sha256)]}... is not the {sha256} "
