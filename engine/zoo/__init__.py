@@ -135,16 +135,19 @@ def _codes_at(model: str, quality: float) -> bool:
 def for_stream(kind_id: int, quality: float, fingerprint: int) -> CodingModel:
     """The shipped or cached zoo weights that made a stream (its header's kind, quality and
     fingerprint). Never fetches: a stream names no zoo model, only its weights' fingerprint."""
-    candidates = [load(name, quality) for name in shipped_models() if _codes_at(name, quality)]
-    candidates += published.cached(quality)
-    for model in candidates:
+    shipped = [load(name, quality) for name in shipped_models() if _codes_at(name, quality)]
+    for model in shipped:
+        if kind_id == model.KIND_ID and model.info.fingerprint == fingerprint:
+            return model
+    cached = published.cached(quality)  # loaded only for streams no shipped model made
+    for model in cached:
         if kind_id == model.KIND_ID and model.info.fingerprint == fingerprint:
             return model
     hint = ""
     if any(quality in levels for levels in zoo_models().values()):
         hint = (f"; a stream of a CompressAI zoo model decodes once that model is cached "
                 f"(python -m engine.zoo fetch NAME --quality {quality:g})")
-    if not candidates:
+    if not shipped and not cached:
         raise CodecError(f"the stream needs quality {quality:g}, which no shipped model has "
                          f"(shipped: {shipped_models()}), nor a cached zoo model{hint}")
     raise CodecError(f"the stream was encoded with weights that are not shipped with this "
