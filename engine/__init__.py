@@ -5,7 +5,8 @@
     data = engine.compress(image, refine=engine.Refine(method="ssl", iterations=500))
 
 `engine.Codec` keeps loaded models for repeated calls; `CodecError` reports unusable streams;
-`engine.zoo.shipped_models()` lists the models and their quality levels.
+`engine.zoo.shipped_models()` lists the models and their quality levels; `engine.zoo.zoo_models()`
+CompressAI's published ones, which `model=NAME` fetches into a cache on first use.
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ def compress(image: ImageLike, quality: float = DEFAULT_QUALITY, device: Device 
              drop_alpha: bool = False, refine: Refine | None = None,
              model: str = DEFAULT_MODEL, max_bytes: int | None = None,
              target_bpp: float | None = None) -> bytes:
-    """Compress one image with a shipped model. `device`: where the networks run ("auto": a
-    CUDA tensor's own device, else the GPU when there is one, else the CPU). `refine`: optimise
-    the latents first (slower encoding, same decoder; see `engine.Refine`). `max_bytes` or
-    `target_bpp`: the highest quality that fits instead of `quality` (variable-rate models)."""
+    """Compress one image with a shipped model, or a zoo model by name (fetched on first use).
+    `device`: where the networks run ("auto": a CUDA tensor's own device, else the GPU when
+    there is one, else the CPU). `refine`: optimise the latents first (slower encoding, same
+    decoder; see `engine.Refine`). `max_bytes` or `target_bpp`: the highest quality that fits
+    instead of `quality` (variable-rate models)."""
     return _codec(model, quality, device).compress(image, drop_alpha, refine, max_bytes,
                                                    target_bpp)
 
@@ -60,9 +62,10 @@ def compress_batch(images: list[ImageLike] | torch.Tensor, quality: float = DEFA
 
 
 def decompress(data: bytes, device: Device = "auto", rectifier: bool = True) -> torch.Tensor:
-    """Decode a stream (any shipped model) to a (3, H, W) float32 tensor in [0, 1] on the device
-    the networks ran on. `rectifier=False`: decode without the quantization rectifier of the
-    weights that have one (faster; docs/RECTIFIER.md says what each costs)."""
+    """Decode a stream (of any shipped model, or a zoo model in the cache) to a (3, H, W)
+    float32 tensor in [0, 1] on the device the networks ran on. `rectifier=False`: decode
+    without the quantization rectifier of the weights that have one (faster; docs/RECTIFIER.md
+    says what each costs)."""
     return _codec(DEFAULT_MODEL, DEFAULT_QUALITY, device).decompress(data, rectifier=rectifier)
 
 

@@ -194,7 +194,7 @@ def _demo(a: argparse.Namespace) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m engine", description="nicengine image codec")
     sub = p.add_subparsers(dest="command", required=True)
-    models = sorted(zoo.shipped_models())
+    models = sorted(zoo.shipped_models()) + sorted(zoo.zoo_models())
 
     c = sub.add_parser("compress", help="compress an image file")
     c.add_argument("input")
@@ -253,7 +253,8 @@ def _parser() -> argparse.ArgumentParser:
 
     for s in (c, e, m, cd):
         s.add_argument("--model", choices=models, default=DEFAULT_MODEL,
-                       help="shipped model to encode with")
+                       help="shipped model to encode with, or CompressAI's published model by "
+                       "name (fetched into the cache on first use)")
     for s in (c, m, cd):
         s.add_argument("-q", "--quality", type=float, default=DEFAULT_QUALITY)
     e.add_argument("-q", "--quality", type=float, nargs="+", default=[DEFAULT_QUALITY])

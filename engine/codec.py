@@ -52,8 +52,9 @@ class Codec:
     """Holds loaded models (and their coder tables) for repeated compress/decompress calls.
     Safe to share between threads.
 
-    model, quality: the shipped model and level to encode with (`engine.zoo.shipped_models()`);
-        decoding always uses the stream's own.
+    model, quality: the shipped model and level to encode with (`engine.zoo.shipped_models()`),
+        or CompressAI's published model by name (`engine.zoo.zoo_models()`; fetched into the
+        cache on first use); decoding always uses the stream's own.
     device: where the networks run: "auto" (default: a CUDA tensor's own device, else the GPU
         when torch sees one, else the CPU), "cpu", "cuda", "cuda:N".
     weights: a weights file or a model (in eval mode) to use instead of the shipped ones.

@@ -1,10 +1,12 @@
-"""The shipped models, and weights files (engine/zoo/weights.py).
+"""The shipped models, CompressAI's published ones by name (engine/zoo/published.py), and
+weights files (engine/zoo/weights.py).
 
 A shipped model is a name (`model=` in the API) and its quality levels: one weights file per
 level, `engine/weights/NAME-qQ.safetensors`, or for a variable-rate model one file,
 `engine/weights/NAME.safetensors`, for every quality of its range (fractional ones too).
-Streams name the model kind, quality and weights fingerprint; `for_stream` finds the shipped
-weights that made one.
+A zoo model (`zoo_models()`) is a name too: CompressAI's checkpoint, fetched, imported and cached
+on first use. Streams name the model kind, quality and weights fingerprint; `for_stream` finds
+the shipped or cached weights that made one.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from pathlib import Path
 
 from ..errors import CodecError
 from ..models import CodingModel
+from . import published
 from .compressai import import_compressai
+from .published import FetchError, cache_dir, fetch, zoo_models
 from .weights import (
     STORAGE,
     SUFFIX,
@@ -35,10 +39,11 @@ DEFAULT_MODEL = "msh"  # mean-scale hyperprior, N=64, M=128 (docs/TRAINING.md)
 DEFAULT_QUALITY = 3
 _loading = threading.Lock()
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_QUALITY", "STORAGE", "check_quality", "companion",
-           "fingerprint", "for_stream", "import_compressai", "load", "load_integer_hyper",
-           "load_rectifier", "load_weights", "quality_range", "save_integer_hyper",
-           "save_rectifier", "save_weights", "shipped_models", "shipped_qualities"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_QUALITY", "STORAGE", "FetchError", "cache_dir",
+           "check_quality", "companion", "fetch", "fingerprint", "for_stream",
+           "import_compressai", "load", "load_integer_hyper", "load_rectifier", "load_weights",
+           "quality_range", "save_integer_hyper", "save_rectifier", "save_weights",
+           "shipped_models", "shipped_qualities", "zoo_models"]
 
 
 @cache
@@ -76,13 +81,21 @@ def quality_range(model: str) -> tuple[float, float] | None:
 def shipped_qualities(model: str = DEFAULT_MODEL) -> tuple[int, ...]:
     """The quality levels of a shipped model."""
     if model not in shipped_models():
-        raise ValueError(f"no shipped model {model!r}; available: {sorted(shipped_models())}")
+        raise ValueError(f"no shipped model {model!r} (shipped: {sorted(shipped_models())}; "
+                         f"by name from CompressAI's zoo: {sorted(zoo_models())})")
     return shipped_models()[model]
 
 
+def _from_zoo(model: str) -> bool:
+    return model in zoo_models() and model not in shipped_models()
+
+
 def check_quality(model: str, quality: float) -> None:
-    """ValueError unless `model` is shipped and codes at `quality`: one of its levels, or any
-    quality of a variable-rate model's range."""
+    """ValueError unless `model` is shipped or a zoo model and codes at `quality`: one of its
+    levels, or any quality of a variable-rate model's range."""
+    if _from_zoo(model):
+        published.check(model, quality)
+        return
     levels = shipped_qualities(model)
     span = quality_range(model)
     if span is not None:
@@ -95,8 +108,11 @@ def check_quality(model: str, quality: float) -> None:
 
 def load(model: str, quality: float) -> CodingModel:
     """A shipped model at a quality level (loaded once per process, also when many threads ask
-    at once); a variable-rate model's one network for every quality."""
+    at once); a variable-rate model's one network for every quality; a zoo model from the cache,
+    fetched on first use."""
     check_quality(model, quality)
+    if _from_zoo(model):
+        return published.load(model, int(quality))
     if model in _variable_rate():
         return _variable_rate()[model]
     with _loading:
@@ -117,14 +133,24 @@ def _codes_at(model: str, quality: float) -> bool:
 
 
 def for_stream(kind_id: int, quality: float, fingerprint: int) -> CodingModel:
-    """The shipped weights that made a stream (its header's kind, quality and fingerprint)."""
-    candidates = [load(name, quality) for name in shipped_models() if _codes_at(name, quality)]
-    for model in candidates:
+    """The shipped or cached zoo weights that made a stream (its header's kind, quality and
+    fingerprint). Never fetches: a stream names no zoo model, only its weights' fingerprint."""
+    shipped = [load(name, quality) for name in shipped_models() if _codes_at(name, quality)]
+    for model in shipped:
         if kind_id == model.KIND_ID and model.info.fingerprint == fingerprint:
             return model
-    if not candidates:
+    cached = published.cached(quality)  # loaded only for streams no shipped model made
+    for model in cached:
+        if kind_id == model.KIND_ID and model.info.fingerprint == fingerprint:
+            return model
+    hint = ""
+    if any(quality in levels for levels in zoo_models().values()):
+        hint = (f"; a stream of a CompressAI zoo model decodes once that model is cached "
+                f"(python -m engine.zoo fetch NAME --quality {quality:g})")
+    if not shipped and not cached:
         raise CodecError(f"the stream needs quality {quality:g}, which no shipped model has "
-                         f"(shipped: {shipped_models()})")
+                         f"(shipped: {shipped_models()}), nor a cached zoo model{hint}")
     raise CodecError(f"the stream was encoded with weights that are not shipped with this "
                      f"engine (kind {kind_id}, quality {quality:g}, fingerprint "
-                     f"{fingerprint:08x}); pass them as weights= (--weights on the command line)")
+                     f"{fingerprint:08x}); pass them as weights= (--weights on the command "
+                     f"line){hint}")

@@ -1,8 +1,11 @@
-"""Command line: python -m engine.zoo import-compressai CKPT OUT.safetensors --arch ARCH.
+"""Command line: python -m engine.zoo {import-compressai, fetch}.
 
-Imports a CompressAI checkpoint into a weights file that `engine.Codec(weights=OUT)` and
-`python -m engine compress --weights OUT` use. Every failure ends in one line on stderr: exit
-status 2 for a usage error (argparse's), 1 for a checkpoint the importer cannot use.
+import-compressai CKPT OUT.safetensors --arch ARCH: a CompressAI checkpoint into a weights file
+that `engine.Codec(weights=OUT)` and `python -m engine compress --weights OUT` use.
+fetch NAME --quality Q [--url URL --sha256 PREFIX]: CompressAI's published model into the cache
+(engine/zoo/published.py), where `model=NAME` and `--model NAME` find it.
+Every failure ends in one line on stderr: exit status 2 for a usage error (argparse's), 1 for a
+checkpoint the importer cannot use or a model that cannot be fetched.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import sys
 
 from .compressai import ARCHS, import_compressai
+from .published import SHA256_PREFIX, cached_path, fetch, load, zoo_models
 from .weights import STORAGE
 
 
@@ -26,22 +30,59 @@ def _parser() -> argparse.ArgumentParser:
                    "CompressAI's zoo lambda (MSE) of --quality 1..8")
     c.add_argument("--storage", choices=STORAGE, default="float32",
                    help="of the tensors (float32: exact)")
+    c.set_defaults(run=_import)
+
+    f = sub.add_parser("fetch", help="download, check and import CompressAI's published model "
+                       "into the cache (once; then model=NAME finds it)")
+    f.add_argument("name", choices=sorted(zoo_models()))
+    f.add_argument("-q", "--quality", type=int, required=True)
+    f.add_argument("--url", help="fetch this checkpoint file instead (needs --sha256); it "
+                   "replaces a cached copy")
+    f.add_argument("--sha256", type=_hex, help="its SHA-256, or a prefix of 8 or more hex digits")
+    f.set_defaults(run=_fetch)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = _parser().parse_args(argv)
-    try:
-        model = import_compressai(a.checkpoint, a.out, a.arch, quality=a.quality, lam=a.lam,
-                                  storage=a.storage)
-    except (ValueError, OSError) as err:  # OSError: missing, unreadable, unwritable
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 1
+def _hex(text: str) -> str:
+    if not SHA256_PREFIX.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"not 8 to 64 hex digits: {text!r}")
+    return text
+
+
+def _import(a: argparse.Namespace) -> None:
+    model = import_compressai(a.checkpoint, a.out, a.arch, quality=a.quality, lam=a.lam,
+                              storage=a.storage)
     info, config = model.info, model.config
     lam = (f"lambda {info.lam:g} ({info.meta['lambda_source']})" if info.lam is not None
            else "lambda unknown (refinement needs --lam or Refine(lam=...))")
     print(f"{a.out}: {a.arch} N={config.N} M={config.M} as model kind {model.ARCH}, quality "
           f"{info.quality:g}, {lam}, fingerprint {info.fingerprint:08x}")
+
+
+def _fetch(a: argparse.Namespace) -> None:
+    if a.url is not None:
+        model, how = fetch(a.name, a.quality, a.url, a.sha256), f"fetched from {a.url}"
+    else:
+        was_cached = cached_path(a.name, a.quality).is_file()
+        model, how = load(a.name, a.quality), "cached before" if was_cached else "fetched"
+    info, config = model.info, model.config
+    print(f"{info.path}: {a.name} N={config.N} M={config.M}, quality {info.quality:g}, "
+          f"fingerprint {info.fingerprint:08x} ({how})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _parser()
+    a = p.parse_args(argv)
+    if a.command == "fetch":
+        if (a.url is None) != (a.sha256 is None):
+            p.error("--url and --sha256 go together")
+        if a.quality not in zoo_models()[a.name]:
+            p.error(f"{a.name} has quality levels {list(zoo_models()[a.name])}, not {a.quality}")
+    try:
+        a.run(a)
+    except (ValueError, OSError) as err:  # OSError: missing, unreadable, unwritable, FetchError
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
     return 0
 
 
