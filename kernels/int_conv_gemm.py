@@ -116,7 +116,9 @@ def _pointwise(x: Tensor, chunks: list[tuple[int, int]], w_chunks: list[Tensor])
     b, c, h, w = x.shape
     cols = x.permute(1, 0, 2, 3).reshape(c, -1).float()  # (C, B*H*W)
     with _ieee_float32_matmul():
-        for j, ((k0, k1), w_chunk) in enumerate(zip(chunks, w_chunks, strict=True)):
-            part = (w_chunk @ cols[k0:k1]).to(torch.int32)  # exact: an integer below 2^24
-            out = part if j == 0 else out.add_(part)
+        parts = ((w_chunk @ cols[k0:k1]).to(torch.int32)  # exact: an integer below 2^24
+                 for (k0, k1), w_chunk in zip(chunks, w_chunks, strict=True))
+        out = next(parts)
+        for part in parts:
+            out.add_(part)
     return out.view(-1, b, h, w).permute(1, 0, 2, 3).contiguous()

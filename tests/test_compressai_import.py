@@ -18,7 +18,6 @@ from engine.refine import Refine
 from engine.zoo import load_weights
 from engine.zoo.__main__ import main
 from engine.zoo.compressai import (
-    ARCHS,
     ZOO_LAMBDAS,
     convert_state_dict,
     import_compressai,

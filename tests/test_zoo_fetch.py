@@ -25,7 +25,8 @@ from tests.compressai_reference import compressai_or_skip
 from tests.conftest import smooth_image
 
 ARCHS = {"bmshj2018-factorized": "FactorizedPrior", "bmshj2018-hyperprior": "ScaleHyperprior",
-         "mbt2018-mean": "MeanScaleHyperprior"}  # CompressAI's classes of the names
+         "mbt2018-mean": "MeanScaleHyperprior", "mbt2018": "JointAutoregressiveHierarchicalPriors",
+         "cheng2020-anchor": "Cheng2020Anchor"}  # CompressAI's classes of the names
 
 
 class Server:
@@ -101,7 +102,8 @@ def checkpoints() -> dict[str, bytes]:
     torch.manual_seed(0)
     out = {}
     for name, cls in ARCHS.items():
-        net = getattr(compressai.models, cls)(N=8, M=12)
+        cls = getattr(compressai.models, cls)
+        net = cls(N=8) if name.startswith("cheng") else cls(N=8, M=12)
         net.update(force=True)
         buf = io.BytesIO()
         torch.save({"epoch": 1, "state_dict": net.state_dict(), "loss": torch.tensor(1.0)}, buf)
@@ -276,16 +278,17 @@ def test_http_error_names_the_address(server, monkeypatch, checkpoints):
 
 # --- models by name in the API and CLI ---------------------------------------------------------
 
-def test_compress_by_name_and_decompress_from_the_cache(server, monkeypatch, cache, checkpoints,
-                                                       tmp_path):
-    publish(server, monkeypatch, "mbt2018-mean", checkpoints["mbt2018-mean"])
+@pytest.mark.parametrize("name", ["mbt2018-mean", "mbt2018", "cheng2020-anchor"])
+def test_compress_by_name_and_decompress_from_the_cache(name, server, monkeypatch, cache,
+                                                       checkpoints, tmp_path):
+    publish(server, monkeypatch, name, checkpoints[name])
     image = smooth_image(24, 40)
-    data = engine.compress(image, model="mbt2018-mean", quality=2, device="cpu")
+    data = engine.compress(image, model=name, quality=2, device="cpu")
     assert len(server.requests) == 1
     x_hat = engine.decompress(data, device="cpu")
-    codec = engine.Codec(model="mbt2018-mean", quality=2, device="cpu")
+    codec = engine.Codec(model=name, quality=2, device="cpu")
     assert codec.compress(image) == data
-    expected = engine.Codec(weights=cache / "zoo" / "mbt2018-mean-q2.safetensors",
+    expected = engine.Codec(weights=cache / "zoo" / f"{name}-q2.safetensors",
                             device="cpu").decompress(data)
     assert x_hat.shape == image.shape and torch.equal(x_hat, expected)
 
