@@ -27,10 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
+from onnx import TensorProto, helper
 from torch import Tensor, nn
 
-from .entropy.gaussian import SCALES
+from .entropy.gaussian import SCALES, scale_indexes
 from .models import (
     ChannelConditional,
     CodingModel,
@@ -38,7 +40,7 @@ from .models import (
     MeanScaleHyperprior,
 )
 from .models.factorized_prior import FactorizedPrior
-from .models.integer_hyper import FRAC_BITS
+from .models.integer_hyper import FRAC_BITS, LRELU_NUM, LRELU_SHIFT, IntegerHyper
 from .models.scale_hyperprior import ScaleHyperprior
 from .zoo import fingerprint
 
@@ -49,12 +51,13 @@ TABLES = "tables.npz"
 
 @dataclass(frozen=True)
 class Port:
-    """A network's input or output: float32 (B, channels, H / stride, W / stride) for the padded
-    image size H x W (stride 1: the image itself)."""
+    """A network's input or output: (B, channels, H / stride, W / stride) for the padded image
+    size H x W (stride 1: the image itself), of `dtype`."""
 
     name: str
     channels: int
     stride: int
+    dtype: str = "float32"
 
     def shape(self) -> list[int | str]:
         """As model.json gives it, e.g. ["B", 128, "H/16", "W/16"]."""
@@ -69,19 +72,21 @@ class Port:
         return torch.rand(shape) if self.stride == 1 else torch.randn(shape)
 
     def to_json(self) -> dict:
-        return {"name": self.name, "shape": self.shape()}
+        return {"name": self.name, "shape": self.shape(), "dtype": self.dtype}
 
 
 @dataclass(frozen=True)
 class Network:
     """One exported network: `fn` maps the inputs to the outputs (a tensor, or a tuple of them,
-    in the ports' order); `use` says what the codec does with it."""
+    in the ports' order); `use` says what the codec does with it. `graph`, where given, builds
+    the ONNX graph directly instead of tracing `fn` (which remains its reference)."""
 
     name: str
     fn: Callable[..., Tensor | tuple[Tensor, ...]]
     inputs: tuple[Port, ...]
     outputs: tuple[Port, ...]
     use: str
+    graph: Callable[[], onnx.ModelProto] | None = None
 
 
 @dataclass
@@ -169,7 +174,11 @@ def export_onnx(model: CodingModel, quality: float, out_dir: str | Path) -> dict
              **kind.arrays)
     networks = {}
     for net in kind.networks:
-        _export_network(net, model.padded(128), model.padded(192), out / f"{net.name}.onnx")
+        path = out / f"{net.name}.onnx"
+        if net.graph is None:
+            _export_network(net, model.padded(128), model.padded(192), path)
+        else:
+            onnx.save(net.graph(), str(path))
         networks[net.name] = {"file": f"{net.name}.onnx",
                               "inputs": [p.to_json() for p in net.inputs],
                               "outputs": [p.to_json() for p in net.outputs], "use": net.use}
@@ -259,14 +268,14 @@ def _hyper_coding(model: MeanScaleHyperprior, y_step: str) -> tuple[dict, dict]:
                     "do not decode: for bit-exact decisions run h_s in float64")
     else:
         arrays["scale_thresholds"] = integer.thresholds.numpy()
-        decision = (f"these weights have an integer hyper-decoder "
-                    f"(NAME.int.safetensors, engine/models/integer_hyper.py), with which the "
-                    f"engine codes: exact int8/int32 arithmetic whose scales and means are "
-                    f"multiples of 2^-{FRAC_BITS}, index(s) = the number of scale_thresholds "
-                    f"strictly below s * 2^{FRAC_BITS}. h_s.onnx is the float network it "
-                    f"approximates: its scales and means differ slightly, so its table decisions "
-                    f"are not the engine's and cannot decode the engine's streams; bit-exact "
-                    f"decisions need the integer hyper-decoder (not exported)")
+        decision = (f"these weights have an integer hyper-decoder (NAME.int.safetensors, "
+                    f"engine/models/integer_hyper.py), with which the engine codes: "
+                    f"h_s_integer.onnx is it, bit-exact (int8 x int8 ConvInteger, int64 "
+                    f"rescaling): its scales and means are multiples of 2^-{FRAC_BITS}, and its "
+                    f"indexes output is each y symbol's table ({N} + the number of "
+                    f"scale_thresholds strictly below scale * 2^{FRAC_BITS}); use its means and "
+                    f"indexes to code the engine's streams. h_s.onnx is the float network it "
+                    f"approximates: its table decisions are not the engine's")
     coding = {
         "passes": [
             {"symbols": "z", "shape": [N, "H/64", "W/64"], "stream": "whole, in stream 0",
@@ -285,8 +294,23 @@ def _hyper_coding(model: MeanScaleHyperprior, y_step: str) -> tuple[dict, dict]:
 @exports(MeanScaleHyperprior)
 def _mean_scale(model: MeanScaleHyperprior, quality: float) -> KindExport:
     arrays, coding = _hyper_coding(model, "round(y - means)")
-    return KindExport(_hyper_networks(model, "hyper-synthesis: decides y's tables and means"),
-                      arrays, coding)
+    networks = _hyper_networks(model, "hyper-synthesis in float32: y's tables and means "
+                                      "(table_decisions says whether the engine uses it)")
+    integer = model.integer_hyper
+    if integer is not None:
+        N, M = model.config.N, model.config.M
+
+        def reference(z_hat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            scales, means, bounds = model.hyper_decode(z_hat, integer=True)
+            return scales, means, scale_indexes(scales, bounds) + N
+
+        networks.append(Network(
+            "h_s_integer", reference, (Port("z_hat", N, 64),),
+            (Port("scales", M, 16, "float64"), Port("means", M, 16, "float64"),
+             Port("indexes", M, 16, "int32")),
+            "the exact integer hyper-synthesis the engine codes with: y's means and tables",
+            graph=lambda: integer_hyper_graph(integer, N)))
+    return KindExport(networks, arrays, coding)
 
 
 @exports(ScaleHyperprior)
@@ -390,3 +414,100 @@ def _channel(model: ChannelConditional, quality: float) -> KindExport:
                            "decisions run them in float64",
     }
     return KindExport(networks, arrays, coding)
+
+
+# --- the integer hyper-decoder, built as an ONNX graph of integer operators ---------------------
+
+
+def integer_hyper_graph(integer: IntegerHyper, first_table: int) -> onnx.ModelProto:
+    """`IntegerHyper` as ONNX, bit-exact: z_hat (B, N, h, w) float32 -> scales and means (B, M,
+    4h, 4w) float64 (exact multiples of 2^-FRAC_BITS), and the table index of every y symbol,
+    first_table + the number of thresholds below its scale (int32).
+
+    ConvInteger (int8 x int8 -> int32, exact), the rescale and LeakyReLU in int64, and the
+    arithmetic right shifts as floor divisions: (a - Mod(a, 2^k)) / 2^k, Mod taking the
+    divisor's sign (ONNX has BitShift for unsigned integers only)."""
+    nodes, inits = [], []
+
+    def const(name: str, value: np.ndarray, kind: int) -> str:
+        inits.append(helper.make_tensor(name, kind, value.shape, value.flatten().tolist()))
+        return name
+
+    def node(op: str, inputs: list[str], out: str, **attrs: object) -> str:
+        nodes.append(helper.make_node(op, inputs, [out], **attrs))
+        return out
+
+    def per_channel(name: str, values: Tensor) -> str:
+        return const(name, values.long().numpy().reshape(1, -1, 1, 1), TensorProto.INT64)
+
+    def floor_div(a: str, divisor: str, out: str) -> str:
+        rest = node("Mod", [a, divisor], out + "_mod", fmod=0)
+        return node("Div", [node("Sub", [a, rest], out + "_exact"), divisor], out)
+
+    scale = np.array(2.0 ** int(integer.input_shift))
+    v = node("Cast", ["z_hat"], "z64", to=TensorProto.DOUBLE)
+    v = node("Round", [node("Mul", [v, const("in_scale", scale, TensorProto.DOUBLE)], "z_s")],
+             "z_r")
+    v = node("Clip", [v, const("lo", np.array(-128.0), TensorProto.DOUBLE),
+                      const("hi", np.array(127.0), TensorProto.DOUBLE)], "z_c")
+    v = node("Cast", [v], "v0", to=TensorProto.INT8)
+    for i, layer in enumerate(integer.layers):
+        p = f"l{i}_"
+        w = layer.weight
+        pad = w.shape[-1] // 2
+        acc = node("ConvInteger", [v, const(p + "w", w.numpy(), TensorProto.INT8)], p + "acc",
+                   pads=[pad] * 4)
+        acc = node("Add", [node("Cast", [acc], p + "acc64", to=TensorProto.INT64),
+                           per_channel(p + "bias", layer.bias)], p + "biased")
+        t = node("Mul", [acc, per_channel(p + "mult", layer.mult)], p + "t")
+        if layer.hidden:
+            lrelu = node("Mul", [t, const(p + "slope", np.array(LRELU_NUM), TensorProto.INT64)],
+                         p + "t41")
+            lrelu = floor_div(lrelu, const(p + "slope_div", np.array(1 << LRELU_SHIFT),
+                                           TensorProto.INT64), p + "lrelu")
+            zero = const(p + "zero", np.array(0), TensorProto.INT64)
+            t = node("Where", [node("GreaterOrEqual", [t, zero], p + "pos"), t, lrelu], p + "act")
+        k = layer.shift.long()
+        half = per_channel(p + "half", torch.ones_like(k) << (k - 1))
+        out = floor_div(node("Add", [t, half], p + "t_half"),
+                        per_channel(p + "step", torch.ones_like(k) << k), p + "out")
+        if layer.hidden:
+            out = node("Clip", [out, const(p + "lo", np.array(-128), TensorProto.INT64),
+                                const(p + "hi", np.array(127), TensorProto.INT64)], p + "clip")
+            out = node("Cast", [out], p + "int8", to=TensorProto.INT8)
+            if int(layer.upscale) > 1:
+                out = node("DepthToSpace", [out], p + "shuffled", blocksize=int(layer.upscale),
+                           mode="CRD")
+        v = out
+    fixed = v  # (B, 2M, 4h, 4w) int64, units of 2^-FRAC_BITS
+    nodes.append(helper.make_node("Split", [fixed], ["scales_fixed", "means_fixed"], axis=1,
+                                  num_outputs=2))
+    unit = const("unit", np.array(2.0**-FRAC_BITS), TensorProto.DOUBLE)
+    for name in ("scales", "means"):
+        node("Mul", [node("Cast", [f"{name}_fixed"], f"{name}_double", to=TensorProto.DOUBLE),
+                     unit], name)
+    # index = the number of thresholds strictly below the fixed-point scale, + first_table
+    above = node("Greater", [node("Unsqueeze", ["scales_fixed", const("last", np.array([-1]),
+                                                                      TensorProto.INT64)],
+                                  "scales_5d"),
+                             const("thresholds", integer.thresholds.numpy(), TensorProto.INT64)],
+                 "above")
+    count = node("ReduceSum", [node("Cast", [above], "above_int", to=TensorProto.INT32),
+                               const("axis", np.array([-1]), TensorProto.INT64)], "count",
+                 keepdims=0)
+    node("Add", [count, const("first", np.array(first_table, dtype=np.int32), TensorProto.INT32)],
+         "indexes")
+    n = integer.layers[0].weight.shape[1]
+    m = integer.layers[-1].weight.shape[0] // 2
+    latent = ["B", None, "4*h", "4*w"]
+    graph = helper.make_graph(
+        nodes, "h_s_integer",
+        [helper.make_tensor_value_info("z_hat", TensorProto.FLOAT, ["B", n, "h", "w"])],
+        [helper.make_tensor_value_info(name, kind, [d if d else m for d in latent])
+         for name, kind in (("scales", TensorProto.DOUBLE), ("means", TensorProto.DOUBLE),
+                            ("indexes", TensorProto.INT32))],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="nicengine")
+    onnx.checker.check_model(model)
+    return model

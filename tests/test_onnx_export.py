@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.entropy.gaussian import scale_bounds
+from engine.entropy.gaussian import scale_bounds, scale_indexes
 from engine.models import (
     CaeConfig,
     ChannelConditional,
@@ -23,8 +23,8 @@ from engine.models import (
 from engine.models.factorized_prior import FactorizedPrior
 from engine.models.integer_hyper import FakeIntegerHyper, IntegerHyper
 from engine.models.scale_hyperprior import ScaleHyperprior
-from engine.onnx_export import EXPORTS, TABLES, export_onnx
-from engine.zoo import save_weights
+from engine.onnx_export import EXPORTS, TABLES, export_onnx, integer_hyper_graph
+from engine.zoo import load, save_weights
 from engine.zoo.__main__ import main
 
 for _package in ("onnx", "onnxscript"):
@@ -105,9 +105,26 @@ def test_model_json_and_tables(exported):
         assert entry["inputs"] and entry["outputs"] and entry["use"]
 
 
+def test_integer_hyper_decoder_is_exact():
+    """The shipped model's integer hyper-decoder as ONNX: the engine's scales, means and y table
+    indexes, bit for bit, on odd latent sizes."""
+    model = load("msh", 3)
+    n = model.config.N
+    session = ort.InferenceSession(integer_hyper_graph(model.integer_hyper, n)
+                                   .SerializeToString(), providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(0)
+    for shape in [(2, n, 3, 5), (1, n, 5, 7)]:
+        z_hat = (torch.round(4 * torch.randn(shape, generator=g))
+                 + model.entropy_z.medians.view(1, -1, 1, 1))
+        scales, means, bounds = model.hyper_decode(z_hat, integer=True)
+        got = session.run(None, {"z_hat": z_hat.numpy()})
+        assert (got[0] == scales.numpy()).all() and (got[1] == means.numpy()).all()
+        assert (got[2] == (scale_indexes(scales, bounds) + n).numpy()).all()
+
+
 def test_json_states_how_tables_are_decided(tmp_path):
-    """A hyperprior with an integer hyper-decoder says that bit-exact table decisions need it;
-    the export leaves NIC_KERNELS as it was."""
+    """A hyperprior with an integer hyper-decoder exports it and says that table decisions
+    need it; the export leaves NIC_KERNELS as it was."""
     model = _randomized(MeanScaleHyperprior(ModelConfig(8, 12)))
     z_hat = torch.randn(1, 8, 4, 4)
     fake = FakeIntegerHyper(model.h_s, FakeIntegerHyper.calibrate(model.h_s, z_hat))
@@ -116,7 +133,8 @@ def test_json_states_how_tables_are_decided(tmp_path):
     before = os.environ.get("NIC_KERNELS")
     doc = export_onnx(model, 0.0, tmp_path)
     assert os.environ.get("NIC_KERNELS") == before
-    assert "integer hyper-decoder" in doc["coding"]["table_decisions"]
+    assert "h_s_integer.onnx is it, bit-exact" in doc["coding"]["table_decisions"]
+    assert doc["networks"]["h_s_integer"]["outputs"][2]["dtype"] == "int32"
     assert doc["model"]["integer_hyper_fingerprint"] is not None
     assert "scale_thresholds" in doc["tables"]["arrays"]
 
