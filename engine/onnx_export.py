@@ -9,9 +9,10 @@ how the networks, the tables and the coder connect. A kind declares its networks
 Export traces the PyTorch references of the engine's kernels (NIC_KERNELS=reference) in float32,
 without gradients (GDN's lower bound is then a plain clamp), and never NNPACK's private Winograd
 convolution (`engine.models.layers`). The exported networks compute what the engine's float32
-networks compute; where the engine decides CDF tables in float64 or exact integers, model.json
-says so: a table decision from a float32 network may differ from the engine's, and then an
-engine stream does not decode.
+networks compute. Where the engine decides CDF tables with an exact integer hyper-decoder, that
+one is exported too, built from ONNX's integer operators (`integer_hyper_graph`), bit-exact;
+where it decides them in float64, model.json says so: a table decision from a float32 network
+may differ from the engine's, and then an engine stream does not decode.
 """
 
 from __future__ import annotations
@@ -235,19 +236,17 @@ def _export_network(net: Network, height: int, width: int, path: Path) -> None:
 # --- the kinds ---------------------------------------------------------------------------------
 
 
-def _transforms(model: CodingModel, m: int, stride: int, analysis: Callable, synthesis: Callable,
-                y_name: str = "y") -> list[Network]:
-    return [Network("g_a", analysis, (Port("x", 3, 1),), (Port(y_name, m, stride),),
+def _transforms(m: int, stride: int, analysis: Callable, synthesis: Callable) -> list[Network]:
+    return [Network("g_a", analysis, (Port("x", 3, 1),), (Port("y", m, stride),),
                     "analysis: the padded image in [0, 1] to the latents"),
-            Network("g_s", synthesis, (Port(y_name + "_hat", m, stride),),
-                    (Port("x_hat", 3, 1),),
+            Network("g_s", synthesis, (Port("y_hat", m, stride),), (Port("x_hat", 3, 1),),
                     "synthesis: x_hat = clamp(output, 0, 1), cropped to the image's size")]
 
 
 def _hyper_networks(model: MeanScaleHyperprior, h_s_use: str) -> list[Network]:
     N, M = model.config.N, model.config.M
     return [
-        *_transforms(model, M, 16, model.g_a, model.g_s),
+        *_transforms(M, 16, model.g_a, model.g_s),
         Network("h_a", model.h_a, (Port("y", M, 16),), (Port("z", N, 64),),
                 "hyper-analysis (encoder only)"),
         Network("h_s", lambda z_hat: model.h_s(z_hat).chunk(2, 1), (Port("z_hat", N, 64),),
@@ -284,7 +283,9 @@ def _hyper_coding(model: MeanScaleHyperprior, y_step: str) -> tuple[dict, dict]:
              "stream": "split across the streams",
              "value": y_step, "table": f"{N} + index(scales)"},
         ],
-        "decode": ["z_hat = z symbols + z_medians[c]", "(scales, means) = h_s(z_hat)",
+        "decode": ["z_hat = z symbols + z_medians[c]",
+                   "(scales, means) = h_s(z_hat) (as table_decisions says: in float64, or "
+                   "h_s_integer)",
                    "y_hat = y symbols + means", "x_hat = clamp(g_s(y_hat), 0, 1)"],
         "table_decisions": decision,
     }
@@ -329,7 +330,7 @@ def _factorized(model: FactorizedPrior, quality: float) -> KindExport:
                     "table": "c (the channel)"}],
         "decode": ["y_hat = y symbols + y_medians[c]", "x_hat = clamp(g_s(y_hat), 0, 1)"],
     }
-    return KindExport(_transforms(model, M, 16, model.g_a, model.g_s),
+    return KindExport(_transforms(M, 16, model.g_a, model.g_s),
                       {"y_medians": model.entropy_y.medians.float().numpy()}, coding)
 
 
@@ -349,7 +350,7 @@ def _cae(model: CompressiveAutoencoder, quality: float) -> KindExport:
         "quality": "scales and channel_tables are this quality's; the networks serve every "
                    "quality of the model's range",
     }
-    return KindExport(_transforms(model, C, 8, model.f, model.g), arrays, coding)
+    return KindExport(_transforms(C, 8, model.f, model.g), arrays, coding)
 
 
 @exports(ChannelConditional)
