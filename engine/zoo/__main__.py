@@ -70,7 +70,7 @@ def _export_onnx(a: argparse.Namespace) -> int:
 
     model, quality = _model_to_export(a)
     doc = export_onnx(model, quality, a.out_dir)
-    source = a.weights or f"{a.model}"
+    source = a.weights or a.model
     print(f"{a.out_dir}: {source} quality {quality:g} ({model.ARCH}, fingerprint "
           f"{doc['model']['fingerprint']}): {', '.join(doc['networks'])} as ONNX, "
           f"{doc['tables']['file']}, model.json")
