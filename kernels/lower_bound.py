@@ -20,4 +20,6 @@ class _LowerBound(torch.autograd.Function):
 
 
 def lower_bound(x: Tensor, bound: float) -> Tensor:
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return x.clamp_min(bound)  # no backward to shape: the plain op (what ONNX export traces)
     return _LowerBound.apply(x, bound)

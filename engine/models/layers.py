@@ -76,13 +76,14 @@ class SubpelConv(nn.Module):
 
 # NNPACK's Winograd 3x3 convolution is about 2.4x faster than the default oneDNN direct
 # convolution for the synthesis layers on CPUs without AVX-512; its rounding differs slightly
-# (~1e-4 relative), which only the decoder's output sees. Inference only.
+# (~1e-4 relative), which only the decoder's output sees. Inference only, and never in an exported
+# graph (torch.export, as ONNX export uses it): ONNX has no such operator.
 _NNPACK = torch.backends.nnpack.is_available() and torch._nnpack_available()  # also initialises
 
 
 def _use_winograd(x: Tensor, conv: nn.Conv2d) -> bool:
     return (_NNPACK and x.device.type == "cpu" and x.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu")
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_exporting()
             and not (torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad))
             and conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.groups == 1)
 

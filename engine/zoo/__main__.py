@@ -1,11 +1,16 @@
-"""Command line: python -m engine.zoo {import-compressai, fetch}.
+"""Command line of weights files:
 
-import-compressai CKPT OUT.safetensors --arch ARCH: a CompressAI checkpoint into a weights file
-that `engine.Codec(weights=OUT)` and `python -m engine compress --weights OUT` use.
-fetch NAME --quality Q [--url URL --sha256 PREFIX]: CompressAI's published model into the cache
-(engine/zoo/published.py), where `model=NAME` and `--model NAME` find it.
-Every failure ends in one line on stderr: exit status 2 for a usage error (argparse's), 1 for a
-checkpoint the importer cannot use or a model that cannot be fetched.
+    python -m engine.zoo import-compressai CKPT OUT.safetensors --arch ARCH
+    python -m engine.zoo fetch NAME --quality Q [--url URL --sha256 PREFIX]
+    python -m engine.zoo export-onnx OUT_DIR [--model NAME --quality Q | --weights FILE]
+
+import-compressai imports a CompressAI checkpoint into a weights file that
+`engine.Codec(weights=OUT)` and `python -m engine compress --weights OUT` use. fetch puts
+CompressAI's published model into the cache (engine/zoo/published.py), where `model=NAME` and
+`--model NAME` find it. export-onnx writes a model's networks as ONNX files with its tables and
+model.json (engine/onnx_export.py). Every failure ends in one line on stderr: exit status 2 for a
+usage error (argparse's), 1 for input the command cannot use (a checkpoint, a model that cannot
+be fetched, a folder it cannot write).
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..models import CodingModel
+from . import DEFAULT_MODEL, DEFAULT_QUALITY, load
 from .compressai import ARCHS, import_compressai
-from .published import SHA256_PREFIX, cached_path, fetch, load, zoo_models
-from .weights import STORAGE
+from .published import SHA256_PREFIX, cached_path, fetch, zoo_models
+from .weights import STORAGE, load_weights
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,6 +47,15 @@ def _parser() -> argparse.ArgumentParser:
                    "replaces a cached copy")
     f.add_argument("--sha256", type=_hex, help="its SHA-256, or a prefix of 8 or more hex digits")
     f.set_defaults(run=_fetch)
+
+    e = sub.add_parser("export-onnx", help="a model's networks as ONNX files, with its tables")
+    e.add_argument("out_dir", help="the folder to write (created if absent)")
+    e.add_argument("--model", default=DEFAULT_MODEL, help=f"a shipped or zoo model (default "
+                   f"{DEFAULT_MODEL})")
+    e.add_argument("--quality", type=float, help=f"its quality (default {DEFAULT_QUALITY}; with "
+                   f"--weights, the weights' own unless the model is variable-rate)")
+    e.add_argument("--weights", help="a weights file (.safetensors) instead of --model")
+    e.set_defaults(run=_export_onnx)
     return p
 
 
@@ -83,7 +99,38 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as err:  # OSError: missing, unreadable, unwritable, FetchError
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
+    except ImportError as err:  # the exporter's optional packages
+        print(f"error: {err.msg}; export-onnx needs pip install 'nicengine[onnx]'",
+              file=sys.stderr)
+        return 1
     return 0
+
+
+def _export_onnx(a: argparse.Namespace) -> None:
+    from ..onnx_export import export_onnx  # imports torch's exporter: only for this command
+
+    model, quality = _model_to_export(a)
+    doc = export_onnx(model, quality, a.out_dir)
+    source = a.weights or a.model
+    print(f"{a.out_dir}: {source} quality {quality:g} ({model.ARCH}, fingerprint "
+          f"{doc['model']['fingerprint']}): {', '.join(doc['networks'])} as ONNX, "
+          f"{doc['tables']['file']}, model.json")
+
+
+def _model_to_export(a: argparse.Namespace) -> tuple[CodingModel, float]:
+    if a.weights is None:
+        quality = DEFAULT_QUALITY if a.quality is None else a.quality
+        return load(a.model, quality), quality
+    model = load_weights(a.weights)
+    if model.VARIABLE_RATE:
+        if a.quality is None:
+            low, high = model.quality_range()
+            raise ValueError(f"{a.weights} is a variable-rate model: give --quality in "
+                             f"[{low:g}, {high:g}]")
+        return model, a.quality
+    if a.quality is not None and a.quality != model.info.quality:
+        raise ValueError(f"{a.weights} is quality {model.info.quality:g}, not {a.quality:g}")
+    return model, model.info.quality
 
 
 if __name__ == "__main__":
