@@ -4,24 +4,27 @@
     image = engine.decompress(data)               # (3, H, W) float32 in [0, 1]
     data = engine.compress(image, refine=engine.Refine(method="ssl", iterations=500))
 
-`engine.Codec` keeps loaded models for repeated calls; `CodecError` reports unusable streams;
-`engine.zoo.shipped_models()` lists the models and their quality levels.
+`engine.Codec` keeps loaded models for repeated calls; `CodecError` reports unusable streams,
+`UsageError` settings the engine cannot serve (`DeviceUnavailable`: a CUDA device that is not
+there); `engine.zoo.shipped_models()` lists the models and their quality levels.
 """
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import torch
 
 from . import zoo
 from .codec import DEFAULT_MODEL, DEFAULT_QUALITY, Codec
-from .errors import CodecError
+from .errors import CodecError, DeviceUnavailable, UsageError
 from .images import ImageLike
 from .refine import Refine
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_QUALITY", "Codec", "CodecError", "Refine", "compress",
-           "compress_batch", "decompress", "decompress_batch", "zoo"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_QUALITY", "Codec", "CodecError", "DeviceUnavailable",
+           "Refine", "UsageError", "compress", "compress_batch", "decompress", "decompress_batch",
+           "zoo"]
 
 Device = str | torch.device
 _codecs: dict[tuple[str, float, str], Codec] = {}
@@ -59,15 +62,17 @@ def compress_batch(images: list[ImageLike] | torch.Tensor, quality: float = DEFA
                                                          target_bpp)
 
 
-def decompress(data: bytes, device: Device = "auto", rectifier: bool = True) -> torch.Tensor:
-    """Decode a stream (any shipped model) to a (3, H, W) float32 tensor in [0, 1] on the device
-    the networks ran on. `rectifier=False`: decode without the quantization rectifier of the
-    weights that have one (faster; docs/RECTIFIER.md says what each costs)."""
+def decompress(data: bytes | str | Path, device: Device = "auto", rectifier: bool = True
+               ) -> torch.Tensor:
+    """Decode a stream (bytes or a stream file's path; any shipped model) to a (3, H, W)
+    float32 tensor in [0, 1] on the device the networks ran on. `rectifier=False`: decode
+    without the quantization rectifier of the weights that have one (faster; docs/RECTIFIER.md
+    says what each costs)."""
     return _codec(DEFAULT_MODEL, DEFAULT_QUALITY, device).decompress(data, rectifier=rectifier)
 
 
-def decompress_batch(streams: list[bytes], device: Device = "auto", rectifier: bool = True
-                     ) -> list[torch.Tensor]:
+def decompress_batch(streams: list[bytes | str | Path], device: Device = "auto",
+                     rectifier: bool = True) -> list[torch.Tensor]:
     """`decompress` for many streams."""
     return _codec(DEFAULT_MODEL, DEFAULT_QUALITY, device).decompress_batch(streams,
                                                                            rectifier=rectifier)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from . import coder, format, precision, zoo
-from .errors import CodecError
-from .images import ImageLike, to_batch
+from .errors import CodecError, DeviceUnavailable, UsageError
+from .images import ImageLike, read_file, to_batch
 from .models import CodingModel, Encoded, ModelInfo
 from .models.base import Decoding, Latents
 from .precision import check as check_precision
@@ -73,7 +74,9 @@ class Codec:
                  stream_bytes: int = 16384, max_pixels: int = MAX_PIXELS,
                  precision: str = "auto", model: str = DEFAULT_MODEL) -> None:
         self.precision = check_precision(precision)
-        self.device = _check_device(device)
+        self.device = check_device(device)
+        if isinstance(quality, bool) or not isinstance(quality, numbers.Real):
+            raise TypeError(f"quality must be a number, not {quality!r}")
         if stream_bytes < 1 or max_pixels < 1 or threads < 0:
             raise ValueError("stream_bytes and max_pixels must be positive, threads >= 0")
         self.threads = threads or torch.get_num_threads()
@@ -292,21 +295,25 @@ class Codec:
 
     # --- decompress ----------------------------------------------------------------------------
 
-    def decompress(self, data: bytes, device: str | torch.device | None = None,
+    def decompress(self, data: bytes | str | Path, device: str | torch.device | None = None,
                    rectifier: bool = True) -> torch.Tensor:
-        """bytes -> (3, H, W) float32 image in [0, 1], on the device the networks ran on
+        """bytes (or a stream file's path) -> (3, H, W) float32 image in [0, 1], on the device
+        the networks ran on
         (`device`, default: this codec's). `rectifier`: decode streams whose header says so
         with the weights' quantization rectifier (`engine.models.rectifier`); False: with the
         model's own synthesis (faster; docs/RECTIFIER.md)."""
         return self.decompress_batch([data], device, rectifier)[0]
 
     @torch.no_grad()
-    def decompress_batch(self, streams: list[bytes], device: str | torch.device | None = None,
-                         rectifier: bool = True) -> list[torch.Tensor]:
-        """Decode many streams. The streams of one model decode together: one coder call per
-        coding pass for all of them. `rectifier`: as in `decompress`."""
-        device = _check_device(device) or self.device_for()
-        opened = [self._open(data, device, rectifier) for data in streams]
+    def decompress_batch(self, streams: list[bytes | str | Path],
+                         device: str | torch.device | None = None, rectifier: bool = True
+                         ) -> list[torch.Tensor]:
+        """Decode many streams (bytes, or paths of stream files). The streams of one model
+        decode together: one coder call per coding pass for all of them. `rectifier`: as in
+        `decompress`."""
+        device = check_device(device) or self.device_for()
+        opened = [self._open(read_stream(data) if isinstance(data, (str, Path)) else data,
+                             device, rectifier) for data in streams]
         out: list[torch.Tensor] = [None] * len(opened)
         for idx in _groups([(id(o.model),) for o in opened]):
             images = self._decode_one_model([opened[i] for i in idx], device, rectifier)
@@ -434,6 +441,16 @@ class _Pending:
             self.images = finished.value
 
 
+def read_stream(path: str | Path) -> bytes:
+    """A stream file's bytes, checked (`format.unpack`); errors name the file."""
+    data = read_file(path)
+    try:
+        format.unpack(data)
+    except CodecError as e:
+        raise CodecError(f"{path}: {e}") from None
+    return data
+
+
 def _budget(max_bytes: int | None, target_bpp: float | None, x: torch.Tensor) -> int:
     """The byte budget of image x (1, 3, H, W) from exactly one of the two limits."""
     if (max_bytes is None) == (target_bpp is None):
@@ -459,14 +476,25 @@ def _custom_model(weights: str | Path | CodingModel) -> CodingModel:
     return weights
 
 
-def _check_device(device: str | torch.device | None) -> torch.device | None:
-    """None for "auto" (and None); ValueError for what torch does not know as a device."""
+def check_device(device: str | torch.device | None) -> torch.device | None:
+    """None for "auto" (and None); UsageError for what torch does not know as a device,
+    DeviceUnavailable for a CUDA device this process cannot use."""
     if device is None or device == "auto":
         return None
     try:
-        return torch.device(device)
+        device = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; expected {DEVICES}") from None
+        raise UsageError(f"unknown device {device!r}; expected {DEVICES}") from None
+    if device.type == "cuda":
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if torch.version.cuda is None and torch.version.hip is None:
+            raise DeviceUnavailable(f"CUDA is not available: torch {torch.__version__} is a "
+                                    "CPU build")
+        if visible == 0:
+            raise DeviceUnavailable("CUDA is not available: no GPU visible")
+        if (device.index or 0) >= visible:
+            raise DeviceUnavailable(f"no device {device}: {visible} GPU(s) visible")
+    return device
 
 
 def _max_streams(split_symbols: int) -> int:

@@ -41,7 +41,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .codec import DEFAULT_MODEL, DEFAULT_QUALITY, Codec
+from .codec import DEFAULT_MODEL, DEFAULT_QUALITY, Codec, check_device
 from .format import SUFFIX
 from .images import list_images, to_batch, to_uint8
 from .metrics import ms_ssim, psnr
@@ -174,11 +174,11 @@ def compress_dir(src: str | Path, dst: str | Path, options: CompressOptions = Co
                  workers: Workers = Workers(), progress: bool = True) -> RunSummary:
     """Compress every image below `src` into `dst` (see the module docstring), skipping what an
     earlier run finished."""
+    expected = fingerprint(options.codec())  # a setting the codec refuses fails here, once
     src, dst = Path(src), Path(dst)
     inputs = [p.relative_to(src).as_posix() for p in list_images(src)]
     dst.mkdir(parents=True, exist_ok=True)
     manifest = _Manifest(dst)
-    expected = fingerprint(options.codec())
     first: dict[str, str] = {}  # stream name -> the input that writes it
     todo, clashes = [], []
     for path in inputs:
@@ -212,6 +212,7 @@ def decompress_dir(src: str | Path, dst: str | Path, workers: Workers = Workers(
     PNG files that exist (they too are written whole, then renamed). `rectifier`: as in
     `Codec.decompress`."""
     src, dst = Path(src), Path(dst)
+    check_device(device)  # once, here, rather than against every file
     if find_manifest(src) is not None:
         streams = [p for p in read_manifest(src).column("output").to_pylist() if p is not None]
     else:

@@ -53,6 +53,16 @@ def test_batches_give_the_bytes_and_pixels_of_single_calls(image):
                                    atol=1e-5)
 
 
+def test_decompress_takes_a_path_as_compress_does(image, tmp_path):
+    path = tmp_path / "photo.nic"
+    path.write_bytes(engine.compress(image))
+    assert torch.equal(engine.decompress(str(path)), engine.decompress(path.read_bytes()))
+    assert torch.equal(Codec().decompress_batch([path])[0], engine.decompress(path))
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(CodecError, match="photo.nic: "):
+        engine.decompress(path)
+
+
 def test_codec_methods(image):
     codec = Codec(quality=4, device="cpu")
     model = codec.model()
@@ -120,9 +130,25 @@ def test_device_auto():
         Codec(device="gpu")
 
 
+@pytest.mark.parametrize("cuda_build, reason", [(False, "torch .* is a CPU build"),
+                                                 (True, "no GPU visible")])
+def test_an_absent_gpu_is_one_clear_error_before_any_work(monkeypatch, cuda_build, reason):
+    monkeypatch.setattr(torch.version, "cuda", "12.8" if cuda_build else None)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device in ("cuda", "cuda:0"):
+        with pytest.raises(engine.DeviceUnavailable, match=f"CUDA is not available: {reason}"):
+            engine.compress(smooth_image(8, 8), device=device)
+        with pytest.raises(engine.UsageError, match=reason):
+            engine.decompress(b"not even read", device=device)
+
+
 def test_unknown_model_and_quality():
     with pytest.raises(ValueError, match="no shipped model 'nope'"):
         Codec(model="nope")
+    for quality in (None, "3", True):
+        with pytest.raises(TypeError, match=f"quality must be a number, not {quality!r}"):
+            engine.compress(smooth_image(8, 8), quality=quality)
     with pytest.raises(ValueError, match="quality levels"):
         engine.compress(smooth_image(8, 8), quality=99)
 

@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 
 from ..errors import CodecError
-from ..models import CodingModel
+from ..models import KINDS, CodingModel
 from .compressai import import_compressai
 from .weights import (
     STORAGE,
@@ -38,7 +38,8 @@ _loading = threading.Lock()
 __all__ = ["DEFAULT_MODEL", "DEFAULT_QUALITY", "STORAGE", "check_quality", "companion",
            "fingerprint", "for_stream", "import_compressai", "load", "load_integer_hyper",
            "load_rectifier", "load_weights", "quality_range", "save_integer_hyper",
-           "save_rectifier", "save_weights", "shipped_models", "shipped_qualities"]
+           "save_rectifier", "save_weights", "shipped_models", "shipped_qualities",
+           "stream_model_name"]
 
 
 @cache
@@ -116,12 +117,32 @@ def _codes_at(model: str, quality: float) -> bool:
     return True
 
 
+def _shipped(kind_id: int, quality: float, fingerprint: int
+             ) -> tuple[list[CodingModel], str | None, CodingModel | None]:
+    """The shipped models that code at `quality`, and the name and weights of the one that made
+    a stream of this header (None, None where none did)."""
+    candidates = {name: load(name, quality) for name in shipped_models()
+                  if _codes_at(name, quality)}
+    for name, model in candidates.items():
+        if kind_id == model.KIND_ID and model.info.fingerprint == fingerprint:
+            return list(candidates.values()), name, model
+    return list(candidates.values()), None, None
+
+
+def stream_model_name(kind_id: int, quality: float, fingerprint: int) -> str:
+    """What made a stream: the shipped model's name ("msh"), else its kind's name."""
+    name = _shipped(kind_id, quality, fingerprint)[1]
+    if name is not None:
+        return name
+    kind = next((k.ARCH for k in KINDS.values() if kind_id == k.KIND_ID), f"kind {kind_id}")
+    return f"{kind} (weights not shipped)"
+
+
 def for_stream(kind_id: int, quality: float, fingerprint: int) -> CodingModel:
     """The shipped weights that made a stream (its header's kind, quality and fingerprint)."""
-    candidates = [load(name, quality) for name in shipped_models() if _codes_at(name, quality)]
-    for model in candidates:
-        if kind_id == model.KIND_ID and model.info.fingerprint == fingerprint:
-            return model
+    candidates, _, model = _shipped(kind_id, quality, fingerprint)
+    if model is not None:
+        return model
     if not candidates:
         raise CodecError(f"the stream needs quality {quality:g}, which no shipped model has "
                          f"(shipped: {shipped_models()})")
