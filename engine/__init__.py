@@ -46,7 +46,8 @@ def compress(image: ImageLike, quality: float = DEFAULT_QUALITY, device: Device 
     """Compress one image with a shipped model. `device`: where the networks run ("auto": a
     CUDA tensor's own device, else the GPU when there is one, else the CPU). `refine`: optimise
     the latents first (slower encoding, same decoder; see `engine.Refine`). `max_bytes` or
-    `target_bpp`: the highest quality that fits instead of `quality` (variable-rate models)."""
+    `target_bpp`: the highest quality (or level) that fits instead of `quality`; with `refine`,
+    refined to fill the budget (`Codec.compress`)."""
     return _codec(model, quality, device).compress(image, drop_alpha, refine, max_bytes,
                                                    target_bpp)
 

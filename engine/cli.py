@@ -200,8 +200,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--iterations", type=int,
                    help=f"refinement steps (with --refine; default {Refine.iterations})")
     budget = c.add_mutually_exclusive_group()
-    budget.add_argument("--max-bytes", type=int, help="the highest quality that fits in this "
-                        "many bytes (variable-rate models)")
+    budget.add_argument("--max-bytes", type=int, help="the highest quality (or level) that fits "
+                        "in this many bytes; with --refine, refined to fill it")
     budget.add_argument("--target-bpp", type=float, help="the same, in bits per pixel")
     c.set_defaults(run=_compress)
 
@@ -229,7 +229,7 @@ def _parser() -> argparse.ArgumentParser:
     cd.add_argument("output")
     cd.add_argument("--metrics", action="store_true", help="record PSNR and MS-SSIM too")
     cd.add_argument("--max-bytes", type=int, help="each image at the highest quality that fits "
-                    "in this many bytes (variable-rate models)")
+                    "in this many bytes (or level)")
     cd.set_defaults(run=_compress_dir)
 
     dd = sub.add_parser("decompress-dir", help="decode compress-dir's output to PNG")

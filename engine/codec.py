@@ -13,6 +13,7 @@ into S equal runs, run s into stream s, so that S streams decode in parallel (do
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import numbers
 import threading
@@ -38,6 +39,8 @@ DEFAULT_QUALITY = zoo.DEFAULT_QUALITY
 DEVICES = "auto, cpu, cuda or cuda:N"
 MAX_PIXELS = 1 << 28  # the default limit on height x width, for encoding and decoding alike
 SYMBOLS_PER_STREAM = 4096  # no stream holds fewer split symbols than this
+FILL = 0.95  # a refined stream under a byte budget fills at least this share of it
+FILL_TRIES = 8  # refinements tried to fill a budget
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,14 @@ class Codec:
         return self._on_device(self._weights or zoo.load(self.model_name, self.quality),
                                torch.device(device))
 
+    def levels(self, device: torch.device | str = "cpu") -> list[CodingModel]:
+        """The models a byte budget chooses among, in increasing rate, on `device`: every level
+        of this codec's model (`engine.zoo.shipped_qualities`), or its one set of weights."""
+        if self._weights is not None:
+            return [self.model(device)]
+        return [self._on_device(zoo.load(self.model_name, q), torch.device(device))
+                for q in zoo.shipped_qualities(self.model_name)]
+
     def _on_device(self, model: CodingModel, device: torch.device) -> CodingModel:
         key = (id(model), str(device))
         with self._lock:
@@ -149,7 +160,8 @@ class Codec:
         """One image (see `engine.images.to_batch` for the accepted forms) -> bytes.
         `refine`: optimise the latents before coding (`engine.refine`); the stream is ordinary.
         `max_bytes` (or `target_bpp`): code at the highest quality whose stream fits instead of
-        this codec's quality (variable-rate models)."""
+        this codec's quality: the quality of a variable-rate model, else the level (with
+        `refine`, refined to fill the budget; see `_fit_levels`)."""
         x = to_batch(image, drop_alpha)
         if x.shape[0] != 1:
             raise ValueError(f"compress takes one image, got a batch of {x.shape[0]}; "
@@ -175,8 +187,12 @@ class Codec:
         device = self.device_for(xs[0])
         model = self.model(device)
         if max_bytes is not None or target_bpp is not None:
+            if not model.VARIABLE_RATE:
+                return [self._fit_levels(x.to(device), _budget(max_bytes, target_bpp, x),
+                                         refine) for x in xs]
             if refine is not None:
-                raise ValueError("rate control and refinement cannot be combined")
+                raise UsageError("a byte budget with refinement needs a model of fixed levels; "
+                                 f"{model.ARCH} is variable-rate")
             return [self._fit(model, x.to(device), _budget(max_bytes, target_bpp, x))
                     for x in xs]
         quality = self._quality(model)
@@ -207,13 +223,58 @@ class Codec:
             out.append(format.pack(header, parts))
         return out
 
+    def _stream(self, model: CodingModel, x: torch.Tensor, refine: Refine | None = None
+                ) -> bytes:
+        """The stream of one image x (1, 3, H, W) with a model of fixed levels."""
+        quality = self._quality(model)
+        encoded = self._encode(model, self._latents(model, x, quality, refine), quality)
+        return self._pack(model, x.device, quality, [x.shape[2:]],
+                          [self._segments(model, encoded, 0)])[0]
+
+    def _fit_levels(self, x: torch.Tensor, budget: int, refine: Refine | None) -> bytes:
+        """The stream of x at the highest level (`levels`) that fits in `budget` bytes, found by
+        bisection (rate grows with the level). With `refine`: seed 001's semi-multi-rate
+        refinement fills the budget, to FILL of it or more where FILL_TRIES refinements find
+        such a stream: the next level up (the fitting one at the top) refined with its lambda
+        scaled, the scale bisected in octaves; else the largest refined stream that fits, else
+        the level's own."""
+        levels = self.levels(x.device)
+        fits: dict[int, bytes] = {}
+        low, high = -1, len(levels)  # invariant: level low fits (or is -1), level high does not
+        while high - low > 1:
+            mid = (low + high) // 2
+            data = self._stream(levels[mid], x)
+            if len(data) <= budget:
+                low, fits[mid] = mid, data
+            else:
+                high = mid
+        if low < 0:
+            raise UsageError(f"the image needs {len(data)} bytes even at the lowest level "
+                             f"({levels[0].info.quality:g}), above the budget of {budget}")
+        if refine is None:
+            return fits[low]
+        from .refine import refine_lambda
+
+        model = levels[min(low + 1, len(levels) - 1)]
+        lam = refine_lambda(model, refine, self._quality(model))
+        best, octaves, below, above = b"", 0.0, None, None
+        for _ in range(FILL_TRIES):
+            data = self._stream(model, x, dataclasses.replace(refine, lam=lam * 2**octaves))
+            if len(data) <= budget:
+                if len(data) >= FILL * budget:
+                    return data
+                below, best = octaves, max(best, data, key=len)
+            else:
+                above = octaves
+            # the next scale: halfway between the two nearest tried, else an octave on
+            octaves = ((below + above) / 2 if below is not None and above is not None
+                       else octaves + (1 if above is None else -1))
+        return best or fits[low]
+
     def _fit(self, model: CodingModel, x: torch.Tensor, budget: int) -> bytes:
         """The stream of x at the highest quality (on the header's 1/256 grid) that fits in
-        `budget` bytes, by bisection: the analysis runs once; gains, quantization and coding
-        repeat."""
-        if not model.VARIABLE_RATE:
-            raise ValueError(f"max_bytes and target_bpp need a variable-rate model; "
-                             f"{model.ARCH} codes fixed levels")
+        `budget` bytes of a variable-rate model, by bisection: the analysis runs once; gains,
+        quantization and coding repeat."""
         latents = self._latents(model, x, 0.0, None)
         low, high = (round(q * format.QUALITY_UNITS) for q in model.quality_range())
 
@@ -225,7 +286,7 @@ class Codec:
 
         best = stream(low)
         if len(best) > budget:
-            raise ValueError(f"the image needs {len(best)} bytes even at the lowest quality "
+            raise UsageError(f"the image needs {len(best)} bytes even at the lowest quality "
                              f"({low / format.QUALITY_UNITS:g}), above the budget of {budget}")
         top = stream(high)
         if len(top) <= budget:

@@ -85,7 +85,7 @@ class CompressOptions:
     metrics: bool = False
     device: str = "auto"
     precision: str = "auto"
-    max_bytes: int | None = None  # per image, instead of `quality` (variable-rate models)
+    max_bytes: int | None = None  # per image, instead of `quality`
 
     def codec(self) -> Codec:
         return Codec(self.quality, self.device, precision=self.precision, model=self.model)

@@ -63,6 +63,30 @@ def test_decompress_takes_a_path_as_compress_does(image, tmp_path):
         engine.decompress(path)
 
 
+def test_a_byte_budget_picks_the_highest_level_that_fits(image, tmp_path):
+    streams = [engine.compress(image, quality=q) for q in QUALITIES]
+    for i, data in enumerate(streams):
+        assert engine.compress(image, max_bytes=len(data)) == data
+        assert engine.compress(image, target_bpp=8 * len(data) / image[0].numel()) == data
+        if i:
+            assert engine.compress(image, max_bytes=len(data) - 1) == streams[i - 1]
+    with pytest.raises(engine.UsageError, match="even at the lowest level"):
+        engine.compress(image, max_bytes=len(streams[0]) - 1)
+    one_level = Codec(weights=zoo.WEIGHTS_DIR / f"msh-q{QUALITIES[2]}.safetensors")
+    assert one_level.compress(image, max_bytes=len(streams[-1])) == streams[2]
+    with pytest.raises(engine.UsageError, match="even at the lowest level"):
+        one_level.compress(image, max_bytes=len(streams[2]) - 1)
+
+
+def test_refinement_fills_a_byte_budget_between_levels():
+    x = smooth_image(96, 128, seed=5)
+    low, high = (engine.compress(x, quality=q) for q in QUALITIES[1:3])
+    budget = (len(low) + len(high)) // 2
+    data = engine.compress(x, max_bytes=budget, refine=Refine(iterations=20, lr=0.02))
+    assert 0.95 * budget <= len(data) <= budget
+    assert psnr(engine.decompress(data), x) > psnr(engine.decompress(low), x)
+
+
 def test_codec_methods(image):
     codec = Codec(quality=4, device="cpu")
     model = codec.model()
