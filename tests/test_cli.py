@@ -64,6 +64,20 @@ def test_decompress_writes_png_whatever_the_name(png, tmp_path):
     assert Image.open(tmp_path / "decoded").format == "PNG"
 
 
+def test_the_readme_shows_what_make_demo_prints(tmp_path, capsys):
+    """Every line of the README's demo block but the times (float32 on the CPU, as shown)."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("`make demo` compresses", 1)[1].split("```\n", 2)[1]
+    assert main(["demo", "--out", str(tmp_path), "--device", "cpu",
+                 "--precision", "float32"]) == 0
+    printed = capsys.readouterr().out.replace(str(tmp_path), "out")
+
+    def fixed(text: str) -> list[str]:
+        return [line for line in text.splitlines() if not line.startswith(("encode", "decode "))]
+
+    assert fixed(printed) == fixed(block)
+
+
 def test_precision_option(png, tmp_path):
     out = tmp_path / "a.nic"
     assert main(["compress", str(png), str(out), "--precision", "float32"]) == 0
