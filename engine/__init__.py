@@ -11,12 +11,20 @@ there); `engine.zoo.shipped_models()` lists the models and their quality levels.
 
 from __future__ import annotations
 
-import threading
-from pathlib import Path
+import os
 
-import torch
+# OpenMP threads wait by sleeping, not spinning: with a core taken by another process, spinning
+# waits made two threads 5 to 10x slower than one (benchmarks/RESULTS.md, "Under a busy core").
+# OpenMP reads this once, when torch loads it: it takes effect where engine is imported first
+# (the command line, pool workers); otherwise set it before importing torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from . import zoo
+import threading  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+from . import zoo  # noqa: E402
 from .codec import DEFAULT_MODEL, DEFAULT_QUALITY, Codec
 from .errors import CodecError, DeviceUnavailable, UsageError
 from .images import ImageLike

@@ -146,6 +146,16 @@ def test_both_coder_search_paths(image):
     assert digests[0] == digests[1] and len(digests[0]) > 64
 
 
+def test_openmp_threads_sleep_rather_than_spin_while_they_wait():
+    """Spinning waits collapse under a busy core (benchmarks/busy_core.py)."""
+    code = ("import engine, os, torch; "
+            "print(os.environ['OMP_WAIT_POLICY'], torch.get_num_threads())")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=ROOT, check=True).stdout.split()
+    assert out == ["PASSIVE", str(os.cpu_count())]
+
+
 def test_device_auto():
     codec = Codec()
     expected = "cuda" if torch.cuda.is_available() else "cpu"
