@@ -458,9 +458,14 @@ def _run_in_process(batch: list[str]) -> list[dict]:
 
 
 class _RayActor:
-    """A Ray Data actor: one worker (so one codec) for the actor's life."""
+    """A Ray Data actor: one worker (so one codec) for the actor's life. `setup`, (worker class,
+    its arguments), is set on a subclass made for the run: constructor arguments would go
+    through Ray's object store, which Ray reports at error level."""
 
-    def __init__(self, worker: type, *args: object) -> None:
+    setup: tuple[type, tuple] = (object, ())
+
+    def __init__(self) -> None:
+        worker, args = self.setup
         self.worker = worker(*args)
 
     def __call__(self, batch: dict) -> pa.Table:
@@ -479,28 +484,29 @@ def _on_ray(worker: type, args: tuple, paths: list[str], workers: Workers
     started = not ray.is_initialized()
     if started:
         try:
+            # Quiet unless something fails: Ray's warnings (token authentication, ...) are not
+            # the user's business in a run it started for them.
             ray.init(address=workers.ray, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING)
+                     logging_level=logging.ERROR)
         except ConnectionError:
             raise ValueError(f"no Ray cluster found at {workers.ray} (start one with `ray start "
                              "--head`, or pass local to start one for the run)") from None
     try:
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # ours counts images
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
         resources = ray.cluster_resources()
         gpus, cpus = int(resources.get("GPU", 0)), resources.get("CPU", 1)
-        actors = workers.count or gpus or int(cpus)
+        batches = math.ceil(len(paths) / workers.batch)
+        actors = min(workers.count or gpus or int(cpus), batches)  # no actor without work
         # One GPU per actor where there are GPUs (shared when asked for more actors than GPUs);
         # else the CPUs shared out, which also sets each actor's torch threads.
         share = {"num_gpus": min(1, gpus / actors)} if gpus else {"num_cpus": cpus / actors}
-        batches = math.ceil(len(paths) / workers.batch)
         ds = ray.data.from_items([{"path": p} for p in paths],
                                  override_num_blocks=min(batches, MAX_BLOCKS))
-        ds = ds.map_batches(_RayActor, fn_constructor_args=(worker, *args),
-                            batch_size=workers.batch,
-                            compute=ray.data.ActorPoolStrategy(size=actors),
-                            **share)
+        actor = type("RayActor", (_RayActor,), {"setup": (worker, args)})
+        ds = ds.map_batches(actor, batch_size=workers.batch,
+                            compute=ray.data.ActorPoolStrategy(size=actors), **share)
         for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             yield table.to_pylist()
     finally:

@@ -355,3 +355,19 @@ def test_ray_run_interrupted_then_rerun_on_a_joined_cluster(corpus, reference, r
     assert rerun.returncode == 1 and "1 of 21 files failed" in rerun.stderr, rerun.stderr
     assert any(f"{n} done before" in rerun.stdout for n in (finished - 1, finished))
     assert_same_run(out, reference[0])
+
+
+@needs_ray
+@pytest.mark.slow
+def test_a_ray_local_run_that_succeeds_is_quiet(corpus, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("part0/img00.png", "part1/img01.jpg"):
+        shutil.copy(corpus / name, src)
+    run = subprocess.run([sys.executable, "-m", "engine", "compress-dir", str(src),
+                          str(tmp_path / "out"), "--ray", "local"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    # Nothing on stderr but the progress bar (tqdm redraws it with carriage returns).
+    lines = [line for line in run.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert all(line.startswith("compress:") for line in lines), lines
