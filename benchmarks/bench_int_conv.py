@@ -1,5 +1,5 @@
-"""Exact integer convolution (`kernels.dispatch.int_conv`) at the integer hyper-decoder's layer
-shapes, against float convolutions of the same values, side by side in one run.
+"""Exact integer convolution (`nicengine_kernels.dispatch.int_conv`) at the integer hyper-decoder's
+layer shapes, against float convolutions of the same values, side by side in one run.
 
     python benchmarks/bench_int_conv.py [--repeat 5] [--write]
 
@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 from results_md import commit, cpu, machine, write_section  # noqa: E402
 from timing import best_of  # noqa: E402
 
-from kernels.int_conv_gemm import int_conv_gemm  # noqa: E402
-from kernels.int_conv_reference import int_conv_reference  # noqa: E402
+from nicengine_kernels.int_conv_gemm import int_conv_gemm  # noqa: E402
+from nicengine_kernels.int_conv_reference import int_conv_reference  # noqa: E402
 
 K = 3
 # (model, (C, Co, H, W)) for h_s's three convolutions: SubpelConv(N, M), SubpelConv(M, 3M/2)
@@ -53,7 +53,7 @@ def methods(x: torch.Tensor, weight: torch.Tensor) -> dict[str, tuple[Callable, 
     found = {"float32 F.conv2d": (_float_conv(torch.float32, x, weight), 4, False),
              "float64 F.conv2d": (_float_conv(torch.float64, x, weight), 8, False)}
     if x.is_cuda:
-        from kernels.int_conv import int_conv_triton
+        from nicengine_kernels.int_conv import int_conv_triton
 
         return {"int8 Triton": (partial(int_conv_triton, x, weight), 1, True), **found}
     return {"int8 GEMM path": (partial(int_conv_gemm, x, weight), 1, True),

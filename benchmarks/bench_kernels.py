@@ -31,10 +31,10 @@ import torch.nn.functional as F
 
 from engine.entropy.gaussian import LIKELIHOOD_MIN, SCALE_MIN, SCALES
 from engine.profiling import stage
-from kernels import dispatch
-from kernels.gdn_reference import gdn_reference
-from kernels.quantize_reference import quantize_reference, quantize_train_reference
-from kernels.subpel_reference import subpel_igdn_reference, subpel_reference
+from nicengine_kernels import dispatch
+from nicengine_kernels.gdn_reference import gdn_reference
+from nicengine_kernels.quantize_reference import quantize_reference, quantize_train_reference
+from nicengine_kernels.subpel_reference import subpel_igdn_reference, subpel_reference
 
 sys.path.insert(0, str(Path(__file__).parent))
 from results_md import commit, write_section  # noqa: E402

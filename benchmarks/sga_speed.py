@@ -1,5 +1,5 @@
 """Speed of latent refinement: seconds per iteration and per 500 iterations for one Kodak image
-(768x512), on the CPU and the GPU, and the SGA+ rounding step alone (`kernels.sga`: fused
+(768x512), on the CPU and the GPU, and the SGA+ rounding step alone (`nicengine_kernels.sga`: fused
 Triton kernel against eager PyTorch; goal on an H100: at least 3x).
 
     python benchmarks/sga_speed.py --weights W.safetensors [--devices cpu cuda]
@@ -21,8 +21,8 @@ import torch
 
 from engine import Codec
 from engine.refine import Refine, refine_latents
-from kernels.dispatch import sga_round
-from kernels.sga_reference import sga_round_reference
+from nicengine_kernels.dispatch import sga_round
+from nicengine_kernels.sga_reference import sga_round_reference
 
 NAME = "sga_speed"
 

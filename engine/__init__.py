@@ -4,25 +4,37 @@
     image = engine.decompress(data)               # (3, H, W) float32 in [0, 1]
     data = engine.compress(image, refine=engine.Refine(method="ssl", iterations=500))
 
-`engine.Codec` keeps loaded models for repeated calls; `CodecError` reports unusable streams;
-`engine.zoo.shipped_models()` lists the models and their quality levels; `engine.zoo.zoo_models()`
-CompressAI's published ones, which `model=NAME` fetches into a cache on first use.
+`engine.Codec` keeps loaded models for repeated calls; `CodecError` reports unusable streams,
+`UsageError` settings the engine cannot serve (`DeviceUnavailable`: a CUDA device that is not
+there); `engine.zoo.shipped_models()` lists the models and their quality levels;
+`engine.zoo.zoo_models()` CompressAI's published ones, which `model=NAME` fetches into a cache on
+first use.
 """
 
 from __future__ import annotations
 
-import threading
+import os
 
-import torch
+# OpenMP threads wait by sleeping, not spinning: with a core taken by another process, spinning
+# waits made two threads 5 to 10x slower than one (benchmarks/RESULTS.md, "Under a busy core").
+# OpenMP reads this once, when torch loads it: it takes effect where engine is imported first
+# (the command line, pool workers); otherwise set it before importing torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from . import zoo
+import threading  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+from . import zoo  # noqa: E402
 from .codec import DEFAULT_MODEL, DEFAULT_QUALITY, Codec
-from .errors import CodecError
+from .errors import CodecError, DeviceUnavailable, UsageError
 from .images import ImageLike
 from .refine import Refine
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_QUALITY", "Codec", "CodecError", "Refine", "compress",
-           "compress_batch", "decompress", "decompress_batch", "zoo"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_QUALITY", "Codec", "CodecError", "DeviceUnavailable",
+           "Refine", "UsageError", "compress", "compress_batch", "decompress", "decompress_batch",
+           "zoo"]
 
 Device = str | torch.device
 _codecs: dict[tuple[str, float, str], Codec] = {}
@@ -44,8 +56,9 @@ def compress(image: ImageLike, quality: float = DEFAULT_QUALITY, device: Device 
     """Compress one image with a shipped model, or a zoo model by name (fetched on first use).
     `device`: where the networks run ("auto": a CUDA tensor's own device, else the GPU when
     there is one, else the CPU). `refine`: optimise the latents first (slower encoding, same
-    decoder; see `engine.Refine`). `max_bytes` or `target_bpp`: the highest quality that fits
-    instead of `quality` (variable-rate models)."""
+    decoder; see `engine.Refine`). `max_bytes` or `target_bpp`: the highest quality (or level)
+    that fits instead of `quality`; with `refine`, refined to fill the budget
+    (`Codec.compress`)."""
     return _codec(model, quality, device).compress(image, drop_alpha, refine, max_bytes,
                                                    target_bpp)
 
@@ -61,16 +74,17 @@ def compress_batch(images: list[ImageLike] | torch.Tensor, quality: float = DEFA
                                                          target_bpp)
 
 
-def decompress(data: bytes, device: Device = "auto", rectifier: bool = True) -> torch.Tensor:
-    """Decode a stream (of any shipped model, or a zoo model in the cache) to a (3, H, W)
-    float32 tensor in [0, 1] on the device the networks ran on. `rectifier=False`: decode
-    without the quantization rectifier of the weights that have one (faster; docs/RECTIFIER.md
-    says what each costs)."""
+def decompress(data: bytes | str | Path, device: Device = "auto", rectifier: bool = True
+               ) -> torch.Tensor:
+    """Decode a stream (bytes or a stream file's path; of any shipped model, or a zoo model in
+    the cache) to a (3, H, W) float32 tensor in [0, 1] on the device the networks ran on.
+    `rectifier=False`: decode without the quantization rectifier of the weights that have one
+    (faster; docs/RECTIFIER.md says what each costs)."""
     return _codec(DEFAULT_MODEL, DEFAULT_QUALITY, device).decompress(data, rectifier=rectifier)
 
 
-def decompress_batch(streams: list[bytes], device: Device = "auto", rectifier: bool = True
-                     ) -> list[torch.Tensor]:
+def decompress_batch(streams: list[bytes | str | Path], device: Device = "auto",
+                     rectifier: bool = True) -> list[torch.Tensor]:
     """`decompress` for many streams."""
     return _codec(DEFAULT_MODEL, DEFAULT_QUALITY, device).decompress_batch(streams,
                                                                            rectifier=rectifier)

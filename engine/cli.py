@@ -2,7 +2,8 @@
 decompress-dir}.
 
 Every failure ends in one line on stderr, never a traceback: exit status 2 for a usage error
-(argparse's), 1 for input the engine cannot use (a missing or unreadable file, a file that is
+(argparse's, or the engine's `UsageError`: a device that is not there, a budget no level fits),
+1 for input the engine cannot use (a missing or unreadable file, a file that is
 not an image or not a stream, a damaged stream, an image out of range).
 """
 
@@ -17,9 +18,9 @@ from pathlib import Path
 import torch
 
 from . import format, zoo
-from .codec import DEFAULT_MODEL, DEFAULT_QUALITY, DEVICES, Codec
-from .errors import CodecError
-from .images import read_file, save_png, to_batch
+from .codec import DEFAULT_MODEL, DEFAULT_QUALITY, DEVICES, Codec, read_stream
+from .errors import CodecError, UsageError
+from .images import save_png, to_batch
 from .metrics import ms_ssim, psnr
 from .precision import PRECISIONS, resolve
 from .refine import METHODS, Refine
@@ -31,38 +32,33 @@ def _codec(a: argparse.Namespace) -> Codec:
 
 
 def _compress(a: argparse.Namespace) -> None:
+    codec = _codec(a)
     x = to_batch(a.input, drop_alpha=a.drop_alpha)
-    refine = Refine(method=a.refine, iterations=a.iterations) if a.refine else None
-    data = _codec(a).compress(x, refine=refine, max_bytes=a.max_bytes, target_bpp=a.target_bpp)
+    refine = None
+    if a.refine:
+        refine = Refine(method=a.refine, **({} if a.iterations is None
+                                            else {"iterations": a.iterations}))
+    data = codec.compress(x, refine=refine, max_bytes=a.max_bytes, target_bpp=a.target_bpp)
     Path(a.output).write_bytes(data)
     h, w = x.shape[2:]
     print(f"{a.output}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp ({w}x{h})")
 
 
-def _read_stream(path: str) -> bytes:
-    """A stream file's bytes, checked (`format.unpack`); errors name the file."""
-    data = read_file(path)
-    try:
-        format.unpack(data)
-    except CodecError as e:
-        raise CodecError(f"{path}: {e}") from None
-    return data
-
-
 def _decompress(a: argparse.Namespace) -> None:
-    x = _codec(a).decompress(_read_stream(a.input), rectifier=not a.no_rectifier)
+    x = _codec(a).decompress(a.input, rectifier=not a.no_rectifier)
     save_png(x, a.output)
     print(f"{a.output}: {x.shape[2]}x{x.shape[1]}")
 
 
 def _info(a: argparse.Namespace) -> None:
-    data = _read_stream(a.input)
+    data = read_stream(a.input)
     header, _ = format.unpack(data)
     print(f"file         {a.input} ({len(data)} bytes)")
     print(f"format       version {header.version}")
     tables = ("" if header.tables_fingerprint is None
               else f", tables {header.tables_fingerprint:08x}")
-    print(f"model        kind {header.kind_id}, quality {header.quality:g}, "
+    name = zoo.stream_model_name(header.kind_id, header.quality, header.fingerprint)
+    print(f"model        {name}, quality {header.quality:g}, "
           f"weights {header.fingerprint:08x}{tables}")
     print(f"image        {header.width}x{header.height} "
           f"({8 * len(data) / (header.width * header.height):.4f} bpp)")
@@ -163,9 +159,9 @@ def _run_dir(run, done: str, where: str, errors_at: str) -> None:
 def _demo(a: argparse.Namespace) -> None:
     from skimage import data as samples
 
+    codec = _codec(a)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    codec = _codec(a)
     x = to_batch(samples.astronaut())[0]
     codec.compress(torch.rand(3, 64, 64))  # warm-up: load the model and its tables
     t0 = time.perf_counter()
@@ -201,10 +197,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("output")
     c.add_argument("--drop-alpha", action="store_true", help="discard an alpha channel")
     c.add_argument("--refine", choices=METHODS, help="refine the latents first (engine.Refine)")
-    c.add_argument("--iterations", type=int, default=500, help="refinement steps")
+    c.add_argument("--iterations", type=int,
+                   help=f"refinement steps (with --refine; default {Refine.iterations})")
     budget = c.add_mutually_exclusive_group()
-    budget.add_argument("--max-bytes", type=int, help="the highest quality that fits in this "
-                        "many bytes (variable-rate models)")
+    budget.add_argument("--max-bytes", type=int, help="the highest quality (or level) that fits "
+                        "in this many bytes; with --refine, refined to fill it")
     budget.add_argument("--target-bpp", type=float, help="the same, in bits per pixel")
     c.set_defaults(run=_compress)
 
@@ -232,7 +229,7 @@ def _parser() -> argparse.ArgumentParser:
     cd.add_argument("output")
     cd.add_argument("--metrics", action="store_true", help="record PSNR and MS-SSIM too")
     cd.add_argument("--max-bytes", type=int, help="each image at the highest quality that fits "
-                    "in this many bytes (variable-rate models)")
+                    "in this many bytes (or level)")
     cd.set_defaults(run=_compress_dir)
 
     dd = sub.add_parser("decompress-dir", help="decode compress-dir's output to PNG")
@@ -268,11 +265,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = _parser().parse_args(argv)  # usage errors: one line, exit status 2
+    parser = _parser()
+    a = parser.parse_args(argv)  # usage errors: one line, exit status 2
+    if getattr(a, "iterations", None) is not None and not a.refine:
+        parser.error("--iterations needs --refine")
     if not hasattr(a, "weights"):
         a.weights = None
     try:
         a.run(a)
+    except UsageError as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 2
     except (CodecError, ValueError, OSError) as err:  # OSError: missing, unreadable, unwritable
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 1

@@ -13,7 +13,9 @@ into S equal runs, run s into stream s, so that S streams decode in parallel (do
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+import numbers
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +24,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from . import coder, format, precision, zoo
-from .errors import CodecError
-from .images import ImageLike, to_batch
+from .errors import CodecError, DeviceUnavailable, UsageError
+from .images import ImageLike, read_file, to_batch
 from .models import CodingModel, Encoded, ModelInfo
 from .models.base import Decoding, Latents
 from .precision import check as check_precision
@@ -37,6 +39,8 @@ DEFAULT_QUALITY = zoo.DEFAULT_QUALITY
 DEVICES = "auto, cpu, cuda or cuda:N"
 MAX_PIXELS = 1 << 28  # the default limit on height x width, for encoding and decoding alike
 SYMBOLS_PER_STREAM = 4096  # no stream holds fewer split symbols than this
+FILL = 0.95  # a refined stream under a byte budget fills at least this share of it
+FILL_TRIES = 8  # refinements tried to fill a budget
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,9 @@ class Codec:
                  stream_bytes: int = 16384, max_pixels: int = MAX_PIXELS,
                  precision: str = "auto", model: str = DEFAULT_MODEL) -> None:
         self.precision = check_precision(precision)
-        self.device = _check_device(device)
+        self.device = check_device(device)
+        if isinstance(quality, bool) or not isinstance(quality, numbers.Real):
+            raise TypeError(f"quality must be a number, not {quality!r}")
         if stream_bytes < 1 or max_pixels < 1 or threads < 0:
             raise ValueError("stream_bytes and max_pixels must be positive, threads >= 0")
         self.threads = threads or torch.get_num_threads()
@@ -95,6 +101,14 @@ class Codec:
         """The model this codec encodes with, on `device` (cached)."""
         return self._on_device(self._weights or zoo.load(self.model_name, self.quality),
                                torch.device(device))
+
+    def levels(self, device: torch.device | str = "cpu") -> list[CodingModel]:
+        """The models a byte budget chooses among, in increasing rate, on `device`: every level
+        of this codec's model (`engine.zoo.shipped_qualities`), or its one set of weights."""
+        if self._weights is not None:
+            return [self.model(device)]
+        return [self._on_device(zoo.load(self.model_name, q), torch.device(device))
+                for q in zoo.shipped_qualities(self.model_name)]
 
     def _on_device(self, model: CodingModel, device: torch.device) -> CodingModel:
         key = (id(model), str(device))
@@ -147,7 +161,8 @@ class Codec:
         """One image (see `engine.images.to_batch` for the accepted forms) -> bytes.
         `refine`: optimise the latents before coding (`engine.refine`); the stream is ordinary.
         `max_bytes` (or `target_bpp`): code at the highest quality whose stream fits instead of
-        this codec's quality (variable-rate models)."""
+        this codec's quality: the quality of a variable-rate model, else the level (with
+        `refine`, refined to fill the budget; see `_fit_levels`)."""
         x = to_batch(image, drop_alpha)
         if x.shape[0] != 1:
             raise ValueError(f"compress takes one image, got a batch of {x.shape[0]}; "
@@ -173,8 +188,12 @@ class Codec:
         device = self.device_for(xs[0])
         model = self.model(device)
         if max_bytes is not None or target_bpp is not None:
+            if not model.VARIABLE_RATE:
+                return [self._fit_levels(x.to(device), _budget(max_bytes, target_bpp, x),
+                                         refine) for x in xs]
             if refine is not None:
-                raise ValueError("rate control and refinement cannot be combined")
+                raise UsageError("a byte budget with refinement needs a model of fixed levels; "
+                                 f"{model.ARCH} is variable-rate")
             return [self._fit(model, x.to(device), _budget(max_bytes, target_bpp, x))
                     for x in xs]
         quality = self._quality(model)
@@ -205,13 +224,58 @@ class Codec:
             out.append(format.pack(header, parts))
         return out
 
+    def _stream(self, model: CodingModel, x: torch.Tensor, refine: Refine | None = None
+                ) -> bytes:
+        """The stream of one image x (1, 3, H, W) with a model of fixed levels."""
+        quality = self._quality(model)
+        encoded = self._encode(model, self._latents(model, x, quality, refine), quality)
+        return self._pack(model, x.device, quality, [x.shape[2:]],
+                          [self._segments(model, encoded, 0)])[0]
+
+    def _fit_levels(self, x: torch.Tensor, budget: int, refine: Refine | None) -> bytes:
+        """The stream of x at the highest level (`levels`) that fits in `budget` bytes, found by
+        bisection (rate grows with the level). With `refine`: seed 001's semi-multi-rate
+        refinement fills the budget, to FILL of it or more where FILL_TRIES refinements find
+        such a stream: the next level up (the fitting one at the top) refined with its lambda
+        scaled, the scale bisected in octaves; else the largest refined stream that fits, else
+        the level's own."""
+        levels = self.levels(x.device)
+        fits: dict[int, bytes] = {}
+        low, high = -1, len(levels)  # invariant: level low fits (or is -1), level high does not
+        while high - low > 1:
+            mid = (low + high) // 2
+            data = self._stream(levels[mid], x)
+            if len(data) <= budget:
+                low, fits[mid] = mid, data
+            else:
+                high = mid
+        if low < 0:
+            raise UsageError(f"the image needs {len(data)} bytes even at the lowest level "
+                             f"({levels[0].info.quality:g}), above the budget of {budget}")
+        if refine is None:
+            return fits[low]
+        from .refine import refine_lambda
+
+        model = levels[min(low + 1, len(levels) - 1)]
+        lam = refine_lambda(model, refine, self._quality(model))
+        best, octaves, below, above = b"", 0.0, None, None
+        for _ in range(FILL_TRIES):
+            data = self._stream(model, x, dataclasses.replace(refine, lam=lam * 2**octaves))
+            if len(data) <= budget:
+                if len(data) >= FILL * budget:
+                    return data
+                below, best = octaves, max(best, data, key=len)
+            else:
+                above = octaves
+            # the next scale: halfway between the two nearest tried, else an octave on
+            octaves = ((below + above) / 2 if below is not None and above is not None
+                       else octaves + (1 if above is None else -1))
+        return best or fits[low]
+
     def _fit(self, model: CodingModel, x: torch.Tensor, budget: int) -> bytes:
         """The stream of x at the highest quality (on the header's 1/256 grid) that fits in
-        `budget` bytes, by bisection: the analysis runs once; gains, quantization and coding
-        repeat."""
-        if not model.VARIABLE_RATE:
-            raise ValueError(f"max_bytes and target_bpp need a variable-rate model; "
-                             f"{model.ARCH} codes fixed levels")
+        `budget` bytes of a variable-rate model, by bisection: the analysis runs once; gains,
+        quantization and coding repeat."""
         latents = self._latents(model, x, 0.0, None)
         low, high = (round(q * format.QUALITY_UNITS) for q in model.quality_range())
 
@@ -223,7 +287,7 @@ class Codec:
 
         best = stream(low)
         if len(best) > budget:
-            raise ValueError(f"the image needs {len(best)} bytes even at the lowest quality "
+            raise UsageError(f"the image needs {len(best)} bytes even at the lowest quality "
                              f"({low / format.QUALITY_UNITS:g}), above the budget of {budget}")
         top = stream(high)
         if len(top) <= budget:
@@ -293,21 +357,25 @@ class Codec:
 
     # --- decompress ----------------------------------------------------------------------------
 
-    def decompress(self, data: bytes, device: str | torch.device | None = None,
+    def decompress(self, data: bytes | str | Path, device: str | torch.device | None = None,
                    rectifier: bool = True) -> torch.Tensor:
-        """bytes -> (3, H, W) float32 image in [0, 1], on the device the networks ran on
+        """bytes (or a stream file's path) -> (3, H, W) float32 image in [0, 1], on the device
+        the networks ran on
         (`device`, default: this codec's). `rectifier`: decode streams whose header says so
         with the weights' quantization rectifier (`engine.models.rectifier`); False: with the
         model's own synthesis (faster; docs/RECTIFIER.md)."""
         return self.decompress_batch([data], device, rectifier)[0]
 
     @torch.no_grad()
-    def decompress_batch(self, streams: list[bytes], device: str | torch.device | None = None,
-                         rectifier: bool = True) -> list[torch.Tensor]:
-        """Decode many streams. The streams of one model decode together: one coder call per
-        coding pass for all of them. `rectifier`: as in `decompress`."""
-        device = _check_device(device) or self.device_for()
-        opened = [self._open(data, device, rectifier) for data in streams]
+    def decompress_batch(self, streams: list[bytes | str | Path],
+                         device: str | torch.device | None = None, rectifier: bool = True
+                         ) -> list[torch.Tensor]:
+        """Decode many streams (bytes, or paths of stream files). The streams of one model
+        decode together: one coder call per coding pass for all of them. `rectifier`: as in
+        `decompress`."""
+        device = check_device(device) or self.device_for()
+        opened = [self._open(read_stream(data) if isinstance(data, (str, Path)) else data,
+                             device, rectifier) for data in streams]
         out: list[torch.Tensor] = [None] * len(opened)
         for idx in _groups([(id(o.model),) for o in opened]):
             images = self._decode_one_model([opened[i] for i in idx], device, rectifier)
@@ -441,6 +509,16 @@ class _Pending:
             self.images = finished.value
 
 
+def read_stream(path: str | Path) -> bytes:
+    """A stream file's bytes, checked (`format.unpack`); errors name the file."""
+    data = read_file(path)
+    try:
+        format.unpack(data)
+    except CodecError as e:
+        raise CodecError(f"{path}: {e}") from None
+    return data
+
+
 def _budget(max_bytes: int | None, target_bpp: float | None, x: torch.Tensor) -> int:
     """The byte budget of image x (1, 3, H, W) from exactly one of the two limits."""
     if (max_bytes is None) == (target_bpp is None):
@@ -466,14 +544,25 @@ def _custom_model(weights: str | Path | CodingModel) -> CodingModel:
     return weights
 
 
-def _check_device(device: str | torch.device | None) -> torch.device | None:
-    """None for "auto" (and None); ValueError for what torch does not know as a device."""
+def check_device(device: str | torch.device | None) -> torch.device | None:
+    """None for "auto" (and None); UsageError for what torch does not know as a device,
+    DeviceUnavailable for a CUDA device this process cannot use."""
     if device is None or device == "auto":
         return None
     try:
-        return torch.device(device)
+        device = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; expected {DEVICES}") from None
+        raise UsageError(f"unknown device {device!r}; expected {DEVICES}") from None
+    if device.type == "cuda":
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if torch.version.cuda is None and torch.version.hip is None:
+            raise DeviceUnavailable(f"CUDA is not available: torch {torch.__version__} is a "
+                                    "CPU build")
+        if visible == 0:
+            raise DeviceUnavailable("CUDA is not available: no GPU visible")
+        if (device.index or 0) >= visible:
+            raise DeviceUnavailable(f"no device {device}: {visible} GPU(s) visible")
+    return device
 
 
 def _max_streams(split_symbols: int) -> int:

@@ -8,11 +8,12 @@ Ray cluster (Ray Data actors, one codec each) or on this machine (a process pool
 
 OUT holds `a/b/photo.nic` for `IN/a/b/photo.png` and `manifest.parquet`: one row per input
 (MANIFEST_SCHEMA), readable with pandas or pyarrow. Safety: every output is written as
-`NAME.part` and renamed when complete; each finished row is appended to `manifest.journal.jsonl`
-as it arrives, and the manifest is rewritten with them when the run ends (or, after a killed run,
-when the next one starts). A rerun skips every image whose row says done: no error, the same
-model fingerprint, and its output present with the recorded size. An image that fails (not an
-image, unreadable, too large) gets its error in the manifest and the run goes on.
+`NAME.part` and renamed when complete; the worker that wrote it then appends its row to its
+own journal, `manifest.journal.ID.jsonl`, and the manifest is rewritten with every journal's
+rows when the run ends, interrupted or not (or, after a killed run, when the next one starts).
+A rerun skips every image whose row says done: no error, the same model fingerprint, and its
+output present with the recorded size. An image that fails (not an image, unreadable, too
+large) gets its error in the manifest and the run goes on.
 
 With Ray, workers read IN and write OUT themselves: on a cluster of several machines both must be
 on a filesystem that every node mounts at the same path. Each actor loads one `engine.Codec`
@@ -27,10 +28,12 @@ import logging
 import math
 import multiprocessing
 import os
+import secrets
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -41,13 +44,13 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .codec import DEFAULT_MODEL, DEFAULT_QUALITY, Codec
+from .codec import DEFAULT_MODEL, DEFAULT_QUALITY, Codec, check_device
 from .format import SUFFIX
 from .images import list_images, to_batch, to_uint8
 from .metrics import ms_ssim, psnr
 
 MANIFEST = "manifest.parquet"
-JOURNAL = "manifest.journal.jsonl"
+JOURNALS = "manifest.journal.*.jsonl"  # one per worker, rows not yet in the manifest
 PART_SUFFIX = ".part"  # an output being written; renamed when complete
 BATCH_IMAGES = 8  # images per worker call, by default
 BATCH_PIXELS = 1 << 24  # the most pixels one compress_batch call gets (bounds its memory)
@@ -65,7 +68,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("psnr", pa.float64()),
     ("ms_ssim", pa.float64()),
     ("seconds", pa.float64()),  # reading and coding this image (its share of a batched call)
-    ("fingerprint", pa.int64()),  # of the weights that encoded it
+    ("fingerprint", pa.string()),  # of the weights that encoded it: 8 hex digits, as `info`
     ("error", pa.string()),  # why the image failed; null when it did not
 ])
 _DECODED_SCHEMA = pa.schema([("path", pa.string()), ("error", pa.string())])
@@ -82,7 +85,7 @@ class CompressOptions:
     metrics: bool = False
     device: str = "auto"
     precision: str = "auto"
-    max_bytes: int | None = None  # per image, instead of `quality` (variable-rate models)
+    max_bytes: int | None = None  # per image, instead of `quality`
 
     def codec(self) -> Codec:
         return Codec(self.quality, self.device, precision=self.precision, model=self.model)
@@ -129,9 +132,9 @@ class RunSummary:
         return self.done / self.seconds if self.seconds > 0 else 0.0
 
 
-def fingerprint(codec: Codec) -> int:
-    """The fingerprint of the weights `codec` encodes with (what streams and rows record)."""
-    return codec.model().info.fingerprint
+def fingerprint(codec: Codec) -> str:
+    """The fingerprint of the weights `codec` encodes with, as rows record it (8 hex digits)."""
+    return f"{codec.model().info.fingerprint:08x}"
 
 
 def stream_name(path: str) -> str:
@@ -152,7 +155,12 @@ def read_manifest(path: str | Path) -> pa.Table:
     found = find_manifest(path)
     if found is None:
         raise FileNotFoundError(f"{path}: no {MANIFEST} (compress-dir writes one)")
-    return pq.read_table(found, schema=MANIFEST_SCHEMA)
+    table = pq.read_table(found)
+    column = table.schema.get_field_index("fingerprint")
+    if pa.types.is_integer(table.schema.field(column).type):  # written before hex: converted
+        hexed = [None if v is None else f"{v:08x}" for v in table.column(column).to_pylist()]
+        table = table.set_column(column, "fingerprint", pa.array(hexed, pa.string()))
+    return table.cast(MANIFEST_SCHEMA)
 
 
 def summarize(table: pa.Table) -> dict[str, float | int | None]:
@@ -174,11 +182,11 @@ def compress_dir(src: str | Path, dst: str | Path, options: CompressOptions = Co
                  workers: Workers = Workers(), progress: bool = True) -> RunSummary:
     """Compress every image below `src` into `dst` (see the module docstring), skipping what an
     earlier run finished."""
+    expected = fingerprint(options.codec())  # a setting the codec refuses fails here, once
     src, dst = Path(src), Path(dst)
     inputs = [p.relative_to(src).as_posix() for p in list_images(src)]
     dst.mkdir(parents=True, exist_ok=True)
     manifest = _Manifest(dst)
-    expected = fingerprint(options.codec())
     first: dict[str, str] = {}  # stream name -> the input that writes it
     todo, clashes = [], []
     for path in inputs:
@@ -190,13 +198,14 @@ def compress_dir(src: str | Path, dst: str | Path, options: CompressOptions = Co
             todo.append(path)
     start = time.perf_counter()
     failures = [(row["path"], row["error"]) for row in clashes]
-    manifest.record(clashes)
+    manifest.rows.update((row["path"], row) for row in clashes)
     bar = tqdm(total=len(todo), unit="img", desc="compress", disable=not progress)
     try:
-        for rows in _execute(_Compressor, (src, dst, options), todo, workers):
-            manifest.record(rows)
-            failures += [(r["path"], r["error"]) for r in rows if r["error"] is not None]
-            bar.update(len(rows))
+        # closing: the workers stop before the manifest takes their journals
+        with closing(_execute(_Compressor, (src, dst, options), todo, workers)) as batches:
+            for rows in batches:
+                failures += [(r["path"], r["error"]) for r in rows if r["error"] is not None]
+                bar.update(len(rows))
     finally:
         bar.close()
         manifest.save()
@@ -212,6 +221,7 @@ def decompress_dir(src: str | Path, dst: str | Path, workers: Workers = Workers(
     PNG files that exist (they too are written whole, then renamed). `rectifier`: as in
     `Codec.decompress`."""
     src, dst = Path(src), Path(dst)
+    check_device(device)  # once, here, rather than against every file
     if find_manifest(src) is not None:
         streams = [p for p in read_manifest(src).column("output").to_pylist() if p is not None]
     else:
@@ -242,12 +252,13 @@ class _Compressor:
         self.src, self.dst, self.options = src, dst, options
         self.codec = options.codec()
         self.fingerprint = fingerprint(self.codec)
+        self.journal = _Journal(dst)
 
     def __call__(self, paths: list[str]) -> list[dict]:
         return _each(paths, self._compress, self._failed)
 
     def _failed(self, path: str, error: str) -> dict:
-        return {**_failed(path, error), "fingerprint": self.fingerprint}
+        return self.journal.write({**_failed(path, error), "fingerprint": self.fingerprint})
 
     def _compress(self, paths: list[str]) -> list[dict]:
         t0 = time.perf_counter()
@@ -259,19 +270,18 @@ class _Compressor:
             xs = [images[p] for p in group]
             streams = self.options.encode(self.codec, xs)
             decoded = self.codec.decompress_batch(streams) if self.options.metrics else None
+            share = read_share + (time.perf_counter() - t0) / len(group)
             for i, (path, data) in enumerate(zip(group, streams, strict=True)):
-                _write(self.dst / stream_name(path), data)
                 h, w = xs[i].shape[2:]
-                rows.append({"path": path, "output": stream_name(path), "width": w,
-                             "height": h, "bytes": len(data), "bpp": 8 * len(data) / (h * w),
-                             "psnr": None, "ms_ssim": None, "fingerprint": self.fingerprint,
-                             "error": None})
+                row = {"path": path, "output": stream_name(path), "width": w, "height": h,
+                       "bytes": len(data), "bpp": 8 * len(data) / (h * w), "psnr": None,
+                       "ms_ssim": None, "seconds": share, "fingerprint": self.fingerprint,
+                       "error": None}
                 if decoded is not None:
                     x, x_hat = xs[i][0], decoded[i].cpu()
-                    rows[-1].update(psnr=psnr(x_hat, x), ms_ssim=ms_ssim(x_hat, x))
-            share = read_share + (time.perf_counter() - t0) / len(group)
-            for row in rows[-len(group):]:
-                row["seconds"] = share
+                    row.update(psnr=psnr(x_hat, x), ms_ssim=ms_ssim(x_hat, x))
+                _write(self.dst / stream_name(path), data)
+                rows.append(self.journal.write(row))
         return rows
 
 
@@ -340,52 +350,58 @@ def _write(path: Path, data: bytes) -> None:
 
 # --- the manifest and its journal --------------------------------------------------------------
 
+class _Journal:
+    """One worker's rows, a JSON line each, appended and flushed as each file finishes: an
+    interrupted or killed run keeps every finished file."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / JOURNALS.replace("*", f"{os.getpid()}-{secrets.token_hex(4)}")
+        self.file = None  # opened with the first row
+
+    def write(self, row: dict) -> dict:
+        if self.file is None:
+            self.file = self.path.open("a")
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        return row
+
+
 class _Manifest:
-    """The rows of OUT's manifest by input path, with the journal of rows not yet saved."""
+    """The rows of OUT's manifest by input path; `save` adds the workers' journals."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.path, self.journal = folder / MANIFEST, folder / JOURNAL
-        self.file = None  # the journal, open for appending once there is a row
+        self.path = folder / MANIFEST
         found = self.path.is_file()
         self.rows = {r["path"]: r for r in read_manifest(self.path).to_pylist()} if found else {}
-        if self.journal.is_file():  # a killed run's rows: saved into the manifest now
-            for line in self.journal.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:  # the last line, cut by the kill: redone
-                    continue
-                self.rows[row["path"]] = row
+        if any(folder.glob(JOURNALS)):  # a killed run's rows: saved into the manifest now
             self.save()
 
-    def done(self, path: str, fingerprint: int) -> bool:
+    def done(self, path: str, fingerprint: str) -> bool:
         row = self.rows.get(path)
         if row is None or row["error"] is not None or row["fingerprint"] != fingerprint:
             return False
         stream = self.folder / row["output"]
         return stream.is_file() and stream.stat().st_size == row["bytes"]
 
-    def record(self, rows: list[dict]) -> None:
-        """Append rows to the journal (flushed: a killed run keeps them)."""
-        if not rows:
-            return
-        if self.file is None:
-            self.file = self.journal.open("a")
-        self.file.write("".join(json.dumps(r) + "\n" for r in rows))
-        self.file.flush()
-        self.rows.update((r["path"], r) for r in rows)
-
     def save(self) -> None:
-        """Rewrite the manifest (sorted by path) with every row, then drop the journal."""
-        if self.file is not None:
-            self.file.close()
-            self.file = None
+        """Rewrite the manifest (sorted by path) with every row and every journal's, then drop
+        the journals."""
+        journals = sorted(self.folder.glob(JOURNALS))
+        for journal in journals:
+            for line in journal.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:  # the last line, cut by a kill: redone
+                    continue
+                self.rows[row["path"]] = row
         table = pa.Table.from_pylist([self.rows[p] for p in sorted(self.rows)],
                                      schema=MANIFEST_SCHEMA)
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
         _write(self.path, sink.getvalue().to_pybytes())
-        self.journal.unlink(missing_ok=True)
+        for journal in journals:
+            journal.unlink()
 
 
 # --- where the workers run ---------------------------------------------------------------------
@@ -406,12 +422,26 @@ def _execute(worker: type, args: tuple, paths: list[str], workers: Workers
         return
     # spawn, not fork: the parent holds torch's threads. Each process gets its share of cores.
     threads = max(1, (os.cpu_count() or 1) // count)
-    pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start_process, initargs=(worker, args, threads))
+    with _sigint_ignored():  # inherited: Ctrl-C stops the parent, which stops the processes
+        pool = multiprocessing.get_context("spawn").Pool(count, _start_process,
+                                                         (worker, args, threads))
+    # Batches as they finish, in any order; leaving (done, interrupted, failed) terminates the
+    # processes at once: the files they finished are in their journals.
+    with pool:
+        yield from pool.imap_unordered(_run_in_process, batches)
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored inside (in the main thread, the only one that may change it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        yield from pool.map(_run_in_process, batches)
+        yield
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        signal.signal(signal.SIGINT, previous)
 
 
 _process_worker = None  # the worker of this pool process (set by _start_process)
@@ -419,7 +449,6 @@ _process_worker = None  # the worker of this pool process (set by _start_process
 
 def _start_process(worker: type, args: tuple, threads: int) -> None:
     global _process_worker
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which stops us
     torch.set_num_threads(threads)
     _process_worker = worker(*args)
 
@@ -429,9 +458,14 @@ def _run_in_process(batch: list[str]) -> list[dict]:
 
 
 class _RayActor:
-    """A Ray Data actor: one worker (so one codec) for the actor's life."""
+    """A Ray Data actor: one worker (so one codec) for the actor's life. `setup`, (worker class,
+    its arguments), is set on a subclass made for the run: constructor arguments would go
+    through Ray's object store, which Ray reports at error level."""
 
-    def __init__(self, worker: type, *args: object) -> None:
+    setup: tuple[type, tuple] = (object, ())
+
+    def __init__(self) -> None:
+        worker, args = self.setup
         self.worker = worker(*args)
 
     def __call__(self, batch: dict) -> pa.Table:
@@ -450,28 +484,29 @@ def _on_ray(worker: type, args: tuple, paths: list[str], workers: Workers
     started = not ray.is_initialized()
     if started:
         try:
+            # Quiet unless something fails: Ray's warnings (token authentication, ...) are not
+            # the user's business in a run it started for them.
             ray.init(address=workers.ray, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING)
+                     logging_level=logging.ERROR)
         except ConnectionError:
             raise ValueError(f"no Ray cluster found at {workers.ray} (start one with `ray start "
                              "--head`, or pass local to start one for the run)") from None
     try:
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # ours counts images
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
         resources = ray.cluster_resources()
         gpus, cpus = int(resources.get("GPU", 0)), resources.get("CPU", 1)
-        actors = workers.count or gpus or int(cpus)
+        batches = math.ceil(len(paths) / workers.batch)
+        actors = min(workers.count or gpus or int(cpus), batches)  # no actor without work
         # One GPU per actor where there are GPUs (shared when asked for more actors than GPUs);
         # else the CPUs shared out, which also sets each actor's torch threads.
         share = {"num_gpus": min(1, gpus / actors)} if gpus else {"num_cpus": cpus / actors}
-        batches = math.ceil(len(paths) / workers.batch)
         ds = ray.data.from_items([{"path": p} for p in paths],
                                  override_num_blocks=min(batches, MAX_BLOCKS))
-        ds = ds.map_batches(_RayActor, fn_constructor_args=(worker, *args),
-                            batch_size=workers.batch,
-                            compute=ray.data.ActorPoolStrategy(size=actors),
-                            **share)
+        actor = type("RayActor", (_RayActor,), {"setup": (worker, args)})
+        ds = ds.map_batches(actor, batch_size=workers.batch,
+                            compute=ray.data.ActorPoolStrategy(size=actors), **share)
         for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             yield table.to_pylist()
     finally:

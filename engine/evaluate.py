@@ -39,12 +39,12 @@ def evaluate_folder(folder: str | Path, qualities: list[float], device: str = "a
                     model: str = DEFAULT_MODEL) -> dict:
     """{quality: {"images": [{name, bytes, bpp, ...}], "mean": {bpp, psnr, ...}}};
     `device`, `precision` and `model` as in `Codec`."""
+    codecs = {q: Codec(q, device, precision=precision, model=model) for q in qualities}
     paths = list_images(folder)[:limit]
     images = [(p.name, to_batch(p)[0]) for p in paths]
     results = {}
     bar = tqdm(total=len(images) * len(qualities), disable=not progress, unit="img")
-    for q in qualities:
-        codec = Codec(q, device, precision=precision, model=model)
+    for q, codec in codecs.items():
         codec.compress(torch.rand(3, 64, 64))  # warm-up: load the model, build the tables
         rows = []
         for name, x in images:

@@ -115,4 +115,5 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def save_png(x: torch.Tensor, path: str | Path) -> None:
-    Image.fromarray(to_uint8(x)).save(path)
+    """Write (3, H, W) in [0, 1] as a PNG file, whatever the name's extension."""
+    Image.fromarray(to_uint8(x)).save(path, format="PNG")

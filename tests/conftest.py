@@ -14,8 +14,8 @@ from engine.models import MeanScaleHyperprior, ModelConfig
 
 if not torch.cuda.is_available():
     # Without a GPU the kernel tests run the Triton kernels on CPU tensors through the
-    # interpreter. Triton reads this when it is imported, which kernels.dispatch does on the first
-    # kernel call, after this.
+    # interpreter. Triton reads this when it is imported, which nicengine_kernels.dispatch does on
+    # the first kernel call, after this.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # Where the kernel tests put their tensors: CUDA on a GPU host (compiled kernels), the CPU under
@@ -83,7 +83,7 @@ def kernels_on(monkeypatch, device):
 @pytest.fixture
 def poisoned(monkeypatch, kernels_on):
     """Kernel outputs start as NaN (integers: their minimum), so skipped elements fail."""
-    from kernels import utils
+    from nicengine_kernels import utils
 
     made = []
 

@@ -159,7 +159,7 @@ def test_round_trip_of_images_of_a_side_of_16_or_less(cae, h, w):
 def test_decoder_runs_the_fused_subpel_kernels(cae, monkeypatch, device, kernels_on):
     """With every kernel on (the GPU path; interpreted on the CPU) the CAE writes the same bytes
     and decodes through the three fused sub-pixel epilogues to the references' image."""
-    from kernels import dispatch
+    from nicengine_kernels import dispatch
 
     codec = Codec(2.5, device=device, weights=copy.deepcopy(cae).to(device))
     x = smooth_image(24, 32).to(device)

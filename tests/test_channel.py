@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import Codec, format
+from engine import Codec, Refine, UsageError, format
 from engine.images import to_uint8
 from engine.models import ChannelConditional, ChannelConfig
 from engine.models.channel import MSE_LAMBDAS
@@ -133,9 +133,15 @@ def test_rate_control_picks_the_highest_quality_that_fits(model):
         codec.compress(x, max_bytes=100, target_bpp=1.0)
 
 
-def test_rate_control_needs_a_variable_rate_model(tiny_model):
-    with pytest.raises(ValueError, match="variable-rate"):
-        Codec(weights=tiny_model).compress(smooth_image(32, 32), max_bytes=1000)
+def test_rate_control_of_one_fixed_level_and_refinement_of_a_variable_rate_model(tiny_model,
+                                                                                 model):
+    x = smooth_image(32, 32)
+    data = Codec(weights=tiny_model).compress(x)
+    assert Codec(weights=tiny_model).compress(x, max_bytes=len(data)) == data
+    with pytest.raises(UsageError, match="even at the lowest level"):
+        Codec(weights=tiny_model).compress(x, max_bytes=len(data) - 1)
+    with pytest.raises(UsageError, match="needs a model of fixed levels"):
+        Codec(weights=model).compress(x, max_bytes=1000, refine=Refine(iterations=1))
 
 
 def test_hyperprior_weights_start_a_channel_conditional_run(tmp_path, tiny_model):

@@ -50,11 +50,32 @@ def test_compress_decompress_info(png, tmp_path, capsys):
     assert main(["decompress", str(out), str(back)]) == 0
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "130x96" in text and f"quality {DEFAULT_QUALITY}" in text
+    assert "130x96" in text and f"model        msh, quality {DEFAULT_QUALITY}, weights " in text
     decoded = np.array(Image.open(back))
     assert decoded.shape == (96, 130, 3)
     original = torch.from_numpy(np.array(Image.open(png))).permute(2, 0, 1) / 255
     assert psnr(torch.from_numpy(decoded).permute(2, 0, 1) / 255, original) > 25
+
+
+def test_decompress_writes_png_whatever_the_name(png, tmp_path):
+    out = tmp_path / "a.nic"
+    assert main(["compress", str(png), str(out)]) == 0
+    assert main(["decompress", str(out), str(tmp_path / "decoded")]) == 0
+    assert Image.open(tmp_path / "decoded").format == "PNG"
+
+
+def test_the_readme_shows_what_make_demo_prints(tmp_path, capsys):
+    """Every line of the README's demo block but the times (float32 on the CPU, as shown)."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("`make demo` compresses", 1)[1].split("```\n", 2)[1]
+    assert main(["demo", "--out", str(tmp_path), "--device", "cpu",
+                 "--precision", "float32"]) == 0
+    printed = capsys.readouterr().out.replace(str(tmp_path), "out")
+
+    def fixed(text: str) -> list[str]:
+        return [line for line in text.splitlines() if not line.startswith(("encode", "decode "))]
+
+    assert fixed(printed) == fixed(block)
 
 
 def test_precision_option(png, tmp_path):
@@ -90,11 +111,12 @@ def test_refine_and_fractional_quality_options(png, tmp_path):
 @pytest.fixture
 def bad_inputs(tmp_path, png) -> dict[str, str]:
     data = compress(png, quality=1, device="cpu")
-    files = {"txt": "notes.txt", "empty": "empty.png", "cut": "cut.nic",
+    files = {"txt": "notes.txt", "empty": "empty.png", "cut": "cut.nic", "nic": "fine.nic",
              "flipped": "flipped.nic", "rgba": "rgba.png"}
     (tmp_path / files["txt"]).write_text("hello")
     (tmp_path / files["empty"]).write_bytes(b"")
     (tmp_path / files["cut"]).write_bytes(data[:100])
+    (tmp_path / files["nic"]).write_bytes(data)
     (tmp_path / files["flipped"]).write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     Image.new("RGBA", (8, 8)).save(tmp_path / files["rgba"])
     names = {k: str(tmp_path / v) for k, v in files.items()}
@@ -110,8 +132,8 @@ def bad_inputs(tmp_path, png) -> dict[str, str]:
     (["compress", "{rgba}", "{out}"], 1, "alpha channel"),
     (["compress", "{png}", "{tmp}/no/such/dir/x.nic"], 1, "No such file or directory"),
     (["compress", "{png}", "{out}", "-q", "9"], 1, "quality levels"),
-    (["compress", "{png}", "{out}", "--device", "gpu"], 1, "unknown device"),
-    (["compress", "{png}", "{out}", "--max-bytes", "100"], 1, "need a variable-rate model"),
+    (["compress", "{png}", "{out}", "--device", "gpu"], 2, "unknown device"),
+    (["compress", "{png}", "{out}", "--max-bytes", "100"], 2, "even at the lowest level"),
     (["compress", "{png}", "{out}", "--weights", "{txt}"], 1, "not a safetensors weights file"),
     (["decompress", "{txt}", "{out}"], 1, "notes.txt: not a nicengine stream"),
     (["decompress", "{cut}", "{out}"], 1, "cut.nic: truncated: stream 0 needs"),
@@ -123,19 +145,33 @@ def bad_inputs(tmp_path, png) -> dict[str, str]:
     (["compress", "{png}"], 2, "the following arguments are required"),
     (["compress", "{png}", "{out}", "--precision", "half"], 2, "invalid choice"),
     (["compress", "{png}", "{out}", "-q", "high"], 2, "invalid float value"),
+    (["compress", "{png}", "{out}", "--iterations", "20"], 2, "--iterations needs --refine"),
+    (["decompress", "{nic}", "{tmp}"], 1, "Is a directory"),
     (["frobnicate"], 2, "invalid choice"),
 ])
 def test_every_bad_input_is_one_line(bad_inputs, capsys, args, code, message):
-    if code == 2:
-        with pytest.raises(SystemExit) as stop:
-            main([a.format(**bad_inputs) for a in args])
-        assert stop.value.code == 2
-    else:
-        assert main([a.format(**bad_inputs) for a in args]) == 1
+    try:
+        status = main([a.format(**bad_inputs) for a in args])
+    except SystemExit as stop:  # argparse's usage errors
+        status = stop.code
+    assert status == code
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1] and "error:" in err[-1]
     assert len(err) == 1 or code == 2  # argparse puts its usage line first
     assert not any("Traceback" in line for line in err)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
+@pytest.mark.parametrize("command", [
+    "compress {png} {out}", "decompress {png} {out}", "eval {tmp}", "demo --out {tmp}/demo",
+    "compress-dir {tmp} {tmp}/cd --workers 1", "decompress-dir {tmp} {tmp}/dd --workers 1"])
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_cuda_without_a_gpu_is_a_usage_error_before_any_work(bad_inputs, capsys, command,
+                                                             device):
+    assert main([*command.format(**bad_inputs).split(), "--device", device]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: CUDA is not available: ")
+    assert not any((Path(bad_inputs["tmp"]) / d).exists() for d in ("demo", "cd", "dd"))
 
 
 def test_no_traceback_from_the_process(bad_inputs):

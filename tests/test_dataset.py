@@ -12,10 +12,12 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -23,7 +25,7 @@ from PIL import Image
 from engine import DEFAULT_MODEL, DEFAULT_QUALITY, decompress, format, zoo
 from engine.cli import main
 from engine.dataset import (
-    JOURNAL,
+    JOURNALS,
     MANIFEST,
     PART_SUFFIX,
     CompressOptions,
@@ -79,26 +81,27 @@ def assert_same_run(out: Path, reference: Path) -> None:
     """The same streams byte for byte, the same manifest but for times, nothing left over."""
     assert streams(out) == streams(reference)
     assert rows_without_times(out) == rows_without_times(reference)
-    assert not list(out.rglob("*" + PART_SUFFIX)) and not (out / JOURNAL).exists()
+    assert not list(out.rglob("*" + PART_SUFFIX)) and not list(out.glob(JOURNALS))
 
 
 def rows_recorded(out: Path) -> int:
     """Rows a run left, in its manifest and in its journal."""
     saved = read_manifest(out).num_rows if find_manifest(out) else 0
-    journal = out / JOURNAL
-    return saved + (journal.read_text().count("\n") if journal.is_file() else 0)
+    return saved + sum(j.read_text().count("\n") for j in out.glob(JOURNALS))
 
 
-def run_and_interrupt(args: list[str], out: Path, sig: signal.Signals
-                      ) -> subprocess.CompletedProcess:
-    """`python -m engine ARGS` in a subprocess, sent `sig` once its first rows are journaled."""
+def run_and_interrupt(args: list[str], out: Path, sig: signal.Signals,
+                      ready: Callable[[Path], object] = rows_recorded
+                      ) -> tuple[subprocess.CompletedProcess, float]:
+    """`python -m engine ARGS` in a subprocess, sent `sig` once `ready(out)` (by default, once
+    its first rows are journaled); and the seconds from the signal to its exit."""
     # SIGINT at its default in the child: an ignored SIGINT (SIG_IGN) is inherited across exec,
     # and Python then never raises KeyboardInterrupt (whatever earlier tests left in this process).
     proc = subprocess.Popen([sys.executable, "-m", "engine", *args], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    journal, deadline = out / JOURNAL, time.monotonic() + 300
-    while not (journal.is_file() and journal.read_text().count("\n")):
+    deadline = time.monotonic() + 300
+    while not ready(out):
         if proc.poll() is not None:
             pytest.fail(f"the run ended before it could be interrupted: {proc.stderr.read()}")
         if time.monotonic() > deadline:
@@ -106,8 +109,10 @@ def run_and_interrupt(args: list[str], out: Path, sig: signal.Signals
             pytest.fail("no image was finished within 5 minutes")
         time.sleep(0.01)
     proc.send_signal(sig)
+    sent = time.monotonic()
     stdout, stderr = proc.communicate(timeout=300)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return (subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr),
+            time.monotonic() - sent)
 
 
 # --- in this process and in a process pool -------------------------------------------------------
@@ -119,7 +124,7 @@ def test_every_image_becomes_a_stream_and_a_manifest_row(corpus, reference):
     assert path == "broken.png" and "not an image Pillow can read" in error
     table = pq.read_table(out / MANIFEST)
     assert table.num_rows == 21 and table.column_names[:3] == ["path", "output", "width"]
-    expected_fingerprint = zoo.load(DEFAULT_MODEL, DEFAULT_QUALITY).info.fingerprint
+    expected_fingerprint = f"{zoo.load(DEFAULT_MODEL, DEFAULT_QUALITY).info.fingerprint:08x}"
     for row in table.to_pylist():
         if row["path"] == "broken.png":
             assert row["output"] is None and row["bytes"] is None and error in row["error"]
@@ -130,9 +135,10 @@ def test_every_image_becomes_a_stream_and_a_manifest_row(corpus, reference):
         assert (row["height"], row["width"]) == original.shape[1:]
         assert row["bytes"] == len(data)
         assert row["bpp"] == pytest.approx(8 * len(data) / (row["width"] * row["height"]))
-        assert row["fingerprint"] == format.unpack(data)[0].fingerprint == expected_fingerprint
+        assert row["fingerprint"] == f"{format.unpack(data)[0].fingerprint:08x}"
+        assert row["fingerprint"] == expected_fingerprint
         assert row["psnr"] is None and row["ms_ssim"] is None and row["seconds"] > 0
-    assert not list(out.rglob("*" + PART_SUFFIX)) and not (out / JOURNAL).exists()
+    assert not list(out.rglob("*" + PART_SUFFIX)) and not list(out.glob(JOURNALS))
 
 
 def test_metrics_are_those_of_the_decoded_images(corpus, tmp_path, capsys):
@@ -180,13 +186,30 @@ def test_a_process_pool_writes_what_one_process_writes(corpus, reference, tmp_pa
 
 
 def test_a_killed_run_resumes_with_identical_outputs(corpus, reference, tmp_path):
-    killed = run_and_interrupt(["compress-dir", str(corpus), str(tmp_path), "--workers", "1",
-                                "--batch", "2"], tmp_path, signal.SIGKILL)
+    killed, _ = run_and_interrupt(["compress-dir", str(corpus), str(tmp_path), "--workers",
+                                   "1", "--batch", "2"], tmp_path, signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL
     finished = rows_recorded(tmp_path)
-    assert 2 <= finished < 21
+    assert 1 <= finished < 21
     summary = compress_dir(corpus, tmp_path, workers=Workers(count=1), progress=False)
     assert summary.skipped >= finished - 1  # all but the corrupt file, if it was among them
+    assert_same_run(tmp_path, reference[0])
+
+
+def test_ctrl_c_stops_a_process_pool_at_once_and_keeps_every_finished_file(corpus, reference,
+                                                                            tmp_path):
+    # Interrupted as the first stream of a batch of 8 is written: its batch is unfinished.
+    stopped, seconds = run_and_interrupt(["compress-dir", str(corpus), str(tmp_path),
+                                          "--workers", "2", "--batch", "8"], tmp_path,
+                                         signal.SIGINT, lambda out: streams(out))
+    assert stopped.returncode == 130 and "Traceback" not in stopped.stderr, stopped.stderr
+    assert "run the same command again to resume" in stopped.stderr
+    assert seconds < 3  # ~0.2 s to stop the pool; the rest is saving and exiting (on 2 busy cores)
+    written = set(streams(tmp_path))
+    recorded = {r["output"] for r in read_manifest(tmp_path).to_pylist()}
+    assert written and written <= recorded and not list(tmp_path.glob(JOURNALS))
+    summary = compress_dir(corpus, tmp_path, workers=Workers(count=1), progress=False)
+    assert summary.skipped == len(written)
     assert_same_run(tmp_path, reference[0])
 
 
@@ -202,7 +225,21 @@ def test_another_model_recompresses_and_clashing_names_fail_alone(tmp_path):
                          progress=False)
     assert (again.done, again.skipped) == (2, 0)
     fingerprints = {r["path"]: r["fingerprint"] for r in read_manifest(out).to_pylist()}
-    assert fingerprints["b.png"] == zoo.load(DEFAULT_MODEL, other).info.fingerprint
+    assert fingerprints["b.png"] == f"{zoo.load(DEFAULT_MODEL, other).info.fingerprint:08x}"
+
+
+def test_a_manifest_with_decimal_fingerprints_still_resumes(reference, corpus, tmp_path):
+    """Manifests once held the fingerprint as an integer; `info` prints it in hex, as rows do
+    now."""
+    out = tmp_path / "out"
+    shutil.copytree(reference[0], out)
+    table = pq.read_table(out / MANIFEST)
+    old = [None if v is None else int(v, 16) for v in table.column("fingerprint").to_pylist()]
+    pq.write_table(table.set_column(table.schema.get_field_index("fingerprint"), "fingerprint",
+                                    pa.array(old, pa.int64())), out / MANIFEST)
+    summary = compress_dir(corpus, out, workers=Workers(count=1), progress=False)
+    assert (summary.done, summary.skipped) == (1, 20)  # the corrupt file only
+    assert_same_run(out, reference[0])
 
 
 def test_an_image_too_large_to_open_is_recorded(tmp_path):
@@ -308,13 +345,29 @@ def test_ray_run_interrupted_then_rerun_on_a_joined_cluster(corpus, reference, r
                                                             tmp_path):
     out = tmp_path
     args = ["compress-dir", str(corpus), str(out), "--workers", "2"]
-    killed = run_and_interrupt([*args, "--ray", "local", "--batch", "2"], out, signal.SIGINT)
+    killed, _ = run_and_interrupt([*args, "--ray", "local", "--batch", "2"], out, signal.SIGINT)
     assert killed.returncode == 130, killed.stderr
     assert "run the same command again to resume" in killed.stderr
     finished = rows_recorded(out)
-    assert 2 <= finished < 21
+    assert 1 <= finished < 21
     rerun = subprocess.run([sys.executable, "-m", "engine", *args, "--ray", ray_address],
                            cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 1 and "1 of 21 files failed" in rerun.stderr, rerun.stderr
     assert any(f"{n} done before" in rerun.stdout for n in (finished - 1, finished))
     assert_same_run(out, reference[0])
+
+
+@needs_ray
+@pytest.mark.slow
+def test_a_ray_local_run_that_succeeds_is_quiet(corpus, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("part0/img00.png", "part1/img01.jpg"):
+        shutil.copy(corpus / name, src)
+    run = subprocess.run([sys.executable, "-m", "engine", "compress-dir", str(src),
+                          str(tmp_path / "out"), "--ray", "local"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    # Nothing on stderr but the progress bar (tqdm redraws it with carriage returns).
+    lines = [line for line in run.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert all(line.startswith("compress:") for line in lines), lines

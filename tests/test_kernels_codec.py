@@ -10,7 +10,7 @@ from tests.conftest import smooth_image
 
 
 def test_kernels_give_the_same_bitstream(tiny_model, monkeypatch, device, kernels_on):
-    from kernels import utils  # imports triton, which kernels_on made sure of
+    from nicengine_kernels import utils  # imports triton, which kernels_on made sure of
 
     codec = Codec(weights=tiny_model, device=device)
     x = smooth_image(70, 100)

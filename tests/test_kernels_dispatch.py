@@ -1,4 +1,4 @@
-"""kernels.dispatch: which calls take the Triton kernel, and the engine without triton."""
+"""nicengine_kernels.dispatch: which calls take the Triton kernel, and the engine without triton."""
 
 import os
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels import dispatch
+from nicengine_kernels import dispatch
 
 
 def _gdn_inputs(device):
@@ -51,10 +51,10 @@ def test_modes_dtypes_and_gradients(device, poisoned, monkeypatch):
 def check_without_triton() -> None:
     """Run in a process where triton cannot be imported (test_engine_runs_without_triton)."""
     import engine  # noqa: F401  the whole engine imports
-    from kernels.gdn_reference import gdn_reference
-    from kernels.quantize_reference import quantize_reference, quantize_train_reference
-    from kernels.sga_reference import gumbel_noise, sga_round_reference
-    from kernels.subpel_reference import subpel_igdn_reference, subpel_reference
+    from nicengine_kernels.gdn_reference import gdn_reference
+    from nicengine_kernels.quantize_reference import quantize_reference, quantize_train_reference
+    from nicengine_kernels.sga_reference import gumbel_noise, sga_round_reference
+    from nicengine_kernels.subpel_reference import subpel_igdn_reference, subpel_reference
 
     x, beta, gamma = _gdn_inputs("cpu")
     assert torch.equal(dispatch.gdn(x, beta, gamma), gdn_reference(x, beta, gamma))
@@ -76,8 +76,8 @@ def check_without_triton() -> None:
     assert torch.equal(dispatch.sga_round(x, "ssl3", 0.5, gumbel=g),
                        sga_round_reference(x, "ssl3", 0.5, gumbel=g))
     loaded = {name for name, module in sys.modules.items() if module is not None}
-    assert not {"triton", "kernels.gdn", "kernels.subpel", "kernels.quantize", "kernels.sga",
-                "kernels.utils"} & loaded
+    assert not {"triton", *(f"nicengine_kernels.{m}" for m in ("gdn", "subpel", "quantize",
+                                                               "sga", "utils"))} & loaded
     os.environ["NIC_KERNELS"] = "triton"
     with pytest.raises(RuntimeError, match="triton is not installed"):
         dispatch.gdn(x, beta, gamma)

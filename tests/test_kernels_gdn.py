@@ -9,8 +9,8 @@ differ): float32 1e-5, float16 2e-3, bfloat16 2e-2.
 import pytest
 import torch
 
-from kernels.dispatch import gdn
-from kernels.gdn_reference import gdn_reference
+from nicengine_kernels.dispatch import gdn
+from nicengine_kernels.gdn_reference import gdn_reference
 
 pytestmark = pytest.mark.usefixtures("kernels_on")
 
@@ -41,7 +41,7 @@ def test_gdn_matches_reference(b, c, h, w, inverse, dtype, device, poisoned):
 
 def test_poison_catches_skipped_elements(device, launch_one_short):
     """A launch one tile short leaves NaN behind, and the comparison fails."""
-    from kernels import gdn as gdn_triton
+    from nicengine_kernels import gdn as gdn_triton
 
     launch_one_short(gdn_triton)
     x, beta, gamma = _inputs(1, 16, 9, 11, torch.float32, device)

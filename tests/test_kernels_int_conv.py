@@ -14,11 +14,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels import dispatch
-from kernels import int_conv_gemm as gemm_module
-from kernels.dispatch import int_conv
-from kernels.int_conv_gemm import CHUNK_K, int_conv_gemm
-from kernels.int_conv_reference import INT8_MAX_PRODUCT, MAX_TERMS, int_conv_reference, max_channels
+from nicengine_kernels import dispatch
+from nicengine_kernels import int_conv_gemm as gemm_module
+from nicengine_kernels.dispatch import int_conv
+from nicengine_kernels.int_conv_gemm import CHUNK_K, int_conv_gemm
+from nicengine_kernels.int_conv_reference import (
+    INT8_MAX_PRODUCT,
+    MAX_TERMS,
+    int_conv_reference,
+    max_channels,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +37,7 @@ X_FILLS = [(-128, -128), (-128, 127), (127, 127)]
 W_FILLS = [(-128, -128), (-127, -127), (-128, 127), (-127, 127)]
 ISA_SCRIPT = """
 import hashlib, sys, torch
-from kernels.int_conv_gemm import int_conv_gemm
+from nicengine_kernels.int_conv_gemm import int_conv_gemm
 x, weight = torch.load(sys.argv[1])
 print(hashlib.sha256(int_conv_gemm(x, weight).numpy().tobytes()).hexdigest())
 """
@@ -42,7 +47,7 @@ COMPILE_SCRIPT = """
 import re, triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from kernels.int_conv import BLOCK_K, MAX_BLOCK, int_conv_kernel
+from nicengine_kernels.int_conv import BLOCK_K, MAX_BLOCK, int_conv_kernel
 sig = {"x_ptr": "*i8", "w_ptr": "*i8", "out_ptr": "*i32", "C": "i32", "H": "i32", "W": "i32",
        "CO": "i32", "KSIZE": "constexpr", "BLOCK_P": "constexpr", "BLOCK_CO": "constexpr",
        "BLOCK_K": "constexpr"}
@@ -230,7 +235,7 @@ def test_triton_matches_reference(shape, device, poisoned):
 
 @pytest.mark.usefixtures("kernels_on")
 def test_triton_worst_case_magnitudes(device, poisoned, monkeypatch):
-    from kernels import int_conv as triton_module
+    from nicengine_kernels import int_conv as triton_module
 
     if device.type == "cpu":  # the interpreter's time goes by loop iteration, not by block size
         monkeypatch.setattr(triton_module, "BLOCK_K", 4096)
@@ -257,7 +262,7 @@ def test_triton_compiles_for_gpus(tmp_path):
 
 def test_poison_catches_skipped_elements(device, launch_one_short):
     """A launch one block short along each axis leaves the poison behind."""
-    from kernels import int_conv as triton_module
+    from nicengine_kernels import int_conv as triton_module
 
     launch_one_short(triton_module)
     x, weight = (t.to(device) for t in _random(2, 3, 80, 9, 10, 3))

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from engine.entropy.gaussian import LIKELIHOOD_MIN, SCALE_MIN, SCALES, GaussianConditional
-from kernels.dispatch import quantize, quantize_train
-from kernels.quantize_reference import (
+from nicengine_kernels.dispatch import quantize, quantize_train
+from nicengine_kernels.quantize_reference import (
     likelihood_reference,
     quantize_reference,
     quantize_train_reference,
@@ -68,7 +68,7 @@ def test_quantize_matches_reference(shape, dtypes, device, poisoned):
 
 
 def test_poison_catches_skipped_elements(device, launch_one_short):
-    from kernels import quantize as quantize_triton
+    from nicengine_kernels import quantize as quantize_triton
 
     launch_one_short(quantize_triton)
     y, scales, means = _inputs(SHAPES[0], torch.float64, device)

@@ -14,8 +14,8 @@ import math
 import pytest
 import torch
 
-from kernels import sga_reference as ref
-from kernels.dispatch import sga_round
+from nicengine_kernels import sga_reference as ref
+from nicengine_kernels.dispatch import sga_round
 
 TWO_CLASS = ("atanh", "linear", "cosine", "ssl")
 THREE_CLASS = ("linear3", "cosine3", "ssl3")

@@ -11,8 +11,8 @@ tolerances of test_kernels_gdn.
 import pytest
 import torch
 
-from kernels.dispatch import subpel, subpel_igdn
-from kernels.subpel_reference import subpel_igdn_reference, subpel_reference
+from nicengine_kernels.dispatch import subpel, subpel_igdn
+from nicengine_kernels.subpel_reference import subpel_igdn_reference, subpel_reference
 
 pytestmark = pytest.mark.usefixtures("kernels_on")
 
@@ -70,7 +70,7 @@ def test_subpel_igdn_matches_reference(b, c, h, w, dtype, device, poisoned):
 
 def test_poison_catches_skipped_elements(device, launch_one_short):
     """A launch one block short along each axis leaves NaN behind, and the comparison fails."""
-    from kernels import subpel as subpel_triton
+    from nicengine_kernels import subpel as subpel_triton
 
     launch_one_short(subpel_triton)
     y, bias = torch.randn(1, 4 * 4, 9, 70, device=device), torch.randn(16, device=device)

@@ -53,6 +53,40 @@ def test_batches_give_the_bytes_and_pixels_of_single_calls(image):
                                    atol=1e-5)
 
 
+def test_decompress_takes_a_path_as_compress_does(image, tmp_path):
+    path = tmp_path / "photo.nic"
+    path.write_bytes(engine.compress(image))
+    assert torch.equal(engine.decompress(str(path)), engine.decompress(path.read_bytes()))
+    assert torch.equal(Codec().decompress_batch([path])[0], engine.decompress(path))
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(CodecError, match="photo.nic: "):
+        engine.decompress(path)
+
+
+def test_a_byte_budget_picks_the_highest_level_that_fits(image, tmp_path):
+    streams = [engine.compress(image, quality=q) for q in QUALITIES]
+    for i, data in enumerate(streams):
+        assert engine.compress(image, max_bytes=len(data)) == data
+        assert engine.compress(image, target_bpp=8 * len(data) / image[0].numel()) == data
+        if i:
+            assert engine.compress(image, max_bytes=len(data) - 1) == streams[i - 1]
+    with pytest.raises(engine.UsageError, match="even at the lowest level"):
+        engine.compress(image, max_bytes=len(streams[0]) - 1)
+    one_level = Codec(weights=zoo.WEIGHTS_DIR / f"msh-q{QUALITIES[2]}.safetensors")
+    assert one_level.compress(image, max_bytes=len(streams[-1])) == streams[2]
+    with pytest.raises(engine.UsageError, match="even at the lowest level"):
+        one_level.compress(image, max_bytes=len(streams[2]) - 1)
+
+
+def test_refinement_fills_a_byte_budget_between_levels():
+    x = smooth_image(96, 128, seed=5)
+    low, high = (engine.compress(x, quality=q) for q in QUALITIES[1:3])
+    budget = (len(low) + len(high)) // 2
+    data = engine.compress(x, max_bytes=budget, refine=Refine(iterations=20, lr=0.02))
+    assert 0.95 * budget <= len(data) <= budget
+    assert psnr(engine.decompress(data), x) > psnr(engine.decompress(low), x)
+
+
 def test_codec_methods(image):
     codec = Codec(quality=4, device="cpu")
     model = codec.model()
@@ -112,6 +146,16 @@ def test_both_coder_search_paths(image):
     assert digests[0] == digests[1] and len(digests[0]) > 64
 
 
+def test_openmp_threads_sleep_rather_than_spin_while_they_wait():
+    """Spinning waits collapse under a busy core (benchmarks/busy_core.py)."""
+    code = ("import engine, os, torch; "
+            "print(os.environ['OMP_WAIT_POLICY'], torch.get_num_threads())")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=ROOT, check=True).stdout.split()
+    assert out == ["PASSIVE", str(os.cpu_count())]
+
+
 def test_device_auto():
     codec = Codec()
     expected = "cuda" if torch.cuda.is_available() else "cpu"
@@ -120,9 +164,25 @@ def test_device_auto():
         Codec(device="gpu")
 
 
+@pytest.mark.parametrize("cuda_build, reason", [(False, "torch .* is a CPU build"),
+                                                 (True, "no GPU visible")])
+def test_an_absent_gpu_is_one_clear_error_before_any_work(monkeypatch, cuda_build, reason):
+    monkeypatch.setattr(torch.version, "cuda", "12.8" if cuda_build else None)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device in ("cuda", "cuda:0"):
+        with pytest.raises(engine.DeviceUnavailable, match=f"CUDA is not available: {reason}"):
+            engine.compress(smooth_image(8, 8), device=device)
+        with pytest.raises(engine.UsageError, match=reason):
+            engine.decompress(b"not even read", device=device)
+
+
 def test_unknown_model_and_quality():
     with pytest.raises(ValueError, match="no shipped model 'nope'"):
         Codec(model="nope")
+    for quality in (None, "3", True):
+        with pytest.raises(TypeError, match=f"quality must be a number, not {quality!r}"):
+            engine.compress(smooth_image(8, 8), quality=quality)
     with pytest.raises(ValueError, match="quality levels"):
         engine.compress(smooth_image(8, 8), quality=99)
 

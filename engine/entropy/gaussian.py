@@ -3,8 +3,8 @@ hierarchical priors for learned image compression", NeurIPS 2018: the mean-scale
 
 The likelihood of a quantized value is
     Phi((0.5 - |y - mu|) / sigma) - Phi((-0.5 - |y - mu|) / sigma),
-with sigma >= SCALE_MIN and the likelihood >= LIKELIHOOD_MIN (`kernels.dispatch`). Coding uses the
-symbols round(y - mu) under one of NUM_SCALES fixed CDF tables, chosen by `scale_indexes`.
+with sigma >= SCALE_MIN and the likelihood >= LIKELIHOOD_MIN (`nicengine_kernels.dispatch`). Coding
+uses the symbols round(y - mu) under one of NUM_SCALES fixed CDF tables, chosen by `scale_indexes`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from kernels import dispatch
+from nicengine_kernels import dispatch
 
 from .cdf import CdfTables, quantize_pmf
 
@@ -73,8 +73,8 @@ class GaussianConditional(nn.Module):
                 ) -> tuple[Tensor, Tensor]:
         """(y_hat, likelihoods). y_hat = round(y - mu) + mu with a straight-through gradient (what
         the decoder sees); the rate is measured on y + U(-0.5, 0.5) in training, y_hat otherwise.
-        Fused with its backward on the GPU (`kernels.dispatch.quantize_train`). Always float32:
-        rounding and likelihoods are too coarse in half precision (autocast)."""
+        Fused with its backward on the GPU (`nicengine_kernels.dispatch.quantize_train`). Always
+        float32: rounding and likelihoods are too coarse in half precision (autocast)."""
         with torch.autocast(y.device.type, enabled=False):
             return dispatch.quantize_train(y.float(), scales.float(), means.float(), noise,
                                            **_BOUNDS)

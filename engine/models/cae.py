@@ -8,8 +8,8 @@ compressive autoencoders", ICLR 2017), with its variable rate by per-channel sca
 f: mirror-padded 5x5 stride-2 convolutions 3 -> 64 -> 128, three residual blocks (two 3x3
 convolutions of 128 each), a 5x5 stride-2 convolution to C; leaky ReLU between. g: sub-pixel
 convolutions (3x3 to 4x the channels, pixel shuffle by 2; the fused epilogue
-`kernels.dispatch.subpel` on the GPU): C -> 128, three residual blocks, 128 -> 64, 64 -> 3.
-Normalisation is a fixed per-channel affine map. The code of every channel has its own Gaussian
+`nicengine_kernels.dispatch.subpel` on the GPU): C -> 128, three residual blocks, 128 -> 64, 64 ->
+3. Normalisation is a fixed per-channel affine map. The code of every channel has its own Gaussian
 scale mixture (`engine.entropy.gsm`), trained once and frozen.
 
 Variable rate (section 2.4 of the paper): `log2_scales` (R, C) holds the log2 of every

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kernels.dispatch import int_conv
+from nicengine_kernels.dispatch import int_conv
 
 from ..entropy.cdf import CdfTables
 from .integer_hyper import (

@@ -13,9 +13,9 @@ integer convolutions with integer accumulation cannot. So:
     last:     (scales, means) = round(t / 2^k[c]) in units of 2^-FRAC_BITS       int64
     index = how many of the integer `thresholds` lie strictly below the fixed-point scale
 
-Every step is an integer operation (`kernels.dispatch.int_conv` is bit-exact on every backend),
-so the scale indexes and the means are the same on any machine. The thresholds are the scale
-table's bounds in fixed point, and the model's CDF tables are stored with the weights as
+Every step is an integer operation (`nicengine_kernels.dispatch.int_conv` is bit-exact on every
+backend), so the scale indexes and the means are the same on any machine. The thresholds are the
+scale table's bounds in fixed point, and the model's CDF tables are stored with the weights as
 integers (`tables`), so no float library takes part in what the decoder derives.
 
 `FakeIntegerHyper` is the same network in float with straight-through rounding: what
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kernels.dispatch import int_conv
+from nicengine_kernels.dispatch import int_conv
 
 from ..entropy.cdf import CdfTables
 from .layers import SubpelConv

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kernels.dispatch import gdn, subpel, subpel_igdn
-from kernels.lower_bound import lower_bound
+from nicengine_kernels.dispatch import gdn, subpel, subpel_igdn
+from nicengine_kernels.lower_bound import lower_bound
 
 
 class GDN(nn.Module):
@@ -52,8 +52,8 @@ class SubpelConv(nn.Module):
     """Sub-pixel convolution: conv3x3 to r^2 * C_out channels, then pixel shuffle by r.
 
     (B, C_in, H, W) -> (B, C_out, r*H, r*W). The bias, the shuffle and an optional following
-    nonlinearity ("igdn" or "lrelu") run as one fused epilogue (`kernels.subpel`) on the conv
-    output.
+    nonlinearity ("igdn" or "lrelu") run as one fused epilogue (`nicengine_kernels.subpel`) on the
+    conv output.
     """
 
     def __init__(self, c_in: int, c_out: int, r: int = 2, act: str | None = None,

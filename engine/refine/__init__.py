@@ -9,7 +9,7 @@ for the ordinary decoder. docs/REFINE.md describes the methods, defaults and exp
 """
 
 from .config import METHODS, Refine
-from .optimize import History, refine_latents
+from .optimize import History, refine_lambda, refine_latents
 from .rounding import relax
 
-__all__ = ["METHODS", "History", "Refine", "refine_latents", "relax"]
+__all__ = ["METHODS", "History", "Refine", "refine_lambda", "refine_latents", "relax"]

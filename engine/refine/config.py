@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from kernels.sga_reference import METHODS as RELAXED_METHODS
+from nicengine_kernels.sga_reference import METHODS as RELAXED_METHODS
 
 BASELINES = ("ste", "noise")  # straight-through rounding, additive U(-0.5, 0.5) noise
 METHODS = (*RELAXED_METHODS, *BASELINES)

@@ -79,7 +79,7 @@ def refine_latents(model: CodingModel, x: Tensor, refine: Refine, quality: float
 
 def _refine(model: CodingModel, x: Tensor, refine: Refine, quality: float
             ) -> tuple[Latents, History]:
-    lam = _lambda(model, refine, quality)
+    lam = refine_lambda(model, refine, quality)
     start = time.perf_counter()
     generator = torch.Generator(device=x.device).manual_seed(refine.seed)
     h, w = x.shape[2:]
@@ -135,7 +135,8 @@ def _refine(model: CodingModel, x: Tensor, refine: Refine, quality: float
     return tuple(best), history
 
 
-def _lambda(model: CodingModel, refine: Refine, quality: float) -> float:
+def refine_lambda(model: CodingModel, refine: Refine, quality: float = 0.0) -> float:
+    """The lambda a refinement optimises for: `refine.lam`, else the model's training lambda."""
     if refine.lam is not None:
         return refine.lam
     lam = model.training_lambda(quality)

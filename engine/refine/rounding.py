@@ -1,11 +1,12 @@
-"""The quantizer Q of one refinement step: a relaxed rounding (`kernels.sga`) or a baseline."""
+"""The quantizer Q of one refinement step: a relaxed rounding (`nicengine_kernels.sga`) or a
+baseline."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from kernels.dispatch import sga_round
+from nicengine_kernels.dispatch import sga_round
 
 from .config import Refine
 

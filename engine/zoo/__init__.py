@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 
 from ..errors import CodecError
-from ..models import CodingModel
+from ..models import KINDS, CodingModel
 from . import published
 from .compressai import import_compressai
 from .published import FetchError, cache_dir, fetch, zoo_models
@@ -43,7 +43,8 @@ __all__ = ["DEFAULT_MODEL", "DEFAULT_QUALITY", "STORAGE", "FetchError", "cache_d
            "check_quality", "companion", "fetch", "fingerprint", "for_stream",
            "import_compressai", "load", "load_integer_hyper", "load_rectifier", "load_weights",
            "quality_range", "save_integer_hyper", "save_rectifier", "save_weights",
-           "shipped_models", "shipped_qualities", "zoo_models"]
+           "shipped_models", "shipped_qualities", "stream_model_name",
+           "zoo_models"]
 
 
 @cache
@@ -132,22 +133,50 @@ def _codes_at(model: str, quality: float) -> bool:
     return True
 
 
+def _shipped(kind_id: int, quality: float, fingerprint: int
+             ) -> tuple[list[CodingModel], str | None, CodingModel | None]:
+    """The shipped models that code at `quality`, and the name and weights of the one that made
+    a stream of this header (None, None where none did)."""
+    candidates = {name: load(name, quality) for name in shipped_models()
+                  if _codes_at(name, quality)}
+    for name, model in candidates.items():
+        if kind_id == model.KIND_ID and model.info.fingerprint == fingerprint:
+            return list(candidates.values()), name, model
+    return list(candidates.values()), None, None
+
+
+def stream_model_name(kind_id: int, quality: float, fingerprint: int) -> str:
+    """What made a stream: the shipped or cached zoo model's name ("msh", "mbt2018"), else its
+    kind's name."""
+    name = _shipped(kind_id, quality, fingerprint)[1]
+    if name is not None:
+        return name
+    zoo_model = _cached(kind_id, quality, fingerprint)
+    if zoo_model is not None:
+        return Path(zoo_model.info.path).name.rsplit("-q", 1)[0]
+    kind = next((k.ARCH for k in KINDS.values() if kind_id == k.KIND_ID), f"kind {kind_id}")
+    return f"{kind} (weights not shipped)"
+
+
+def _cached(kind_id: int, quality: float, fingerprint: int) -> CodingModel | None:
+    """The cached zoo weights that made a stream of this header (loaded only when asked: for
+    streams no shipped model made)."""
+    return next((m for m in published.cached(quality)
+                 if kind_id == m.KIND_ID and m.info.fingerprint == fingerprint), None)
+
+
 def for_stream(kind_id: int, quality: float, fingerprint: int) -> CodingModel:
     """The shipped or cached zoo weights that made a stream (its header's kind, quality and
     fingerprint). Never fetches: a stream names no zoo model, only its weights' fingerprint."""
-    shipped = [load(name, quality) for name in shipped_models() if _codes_at(name, quality)]
-    for model in shipped:
-        if kind_id == model.KIND_ID and model.info.fingerprint == fingerprint:
-            return model
-    cached = published.cached(quality)  # loaded only for streams no shipped model made
-    for model in cached:
-        if kind_id == model.KIND_ID and model.info.fingerprint == fingerprint:
-            return model
+    candidates, _, model = _shipped(kind_id, quality, fingerprint)
+    model = model or _cached(kind_id, quality, fingerprint)
+    if model is not None:
+        return model
     hint = ""
     if any(quality in levels for levels in zoo_models().values()):
         hint = (f"; a stream of a CompressAI zoo model decodes once that model is cached "
                 f"(python -m engine.zoo fetch NAME --quality {quality:g})")
-    if not shipped and not cached:
+    if not candidates and not published.cached(quality):
         raise CodecError(f"the stream needs quality {quality:g}, which no shipped model has "
                          f"(shipped: {shipped_models()}), nor a cached zoo model{hint}")
     raise CodecError(f"the stream was encoded with weights that are not shipped with this "
