@@ -102,13 +102,19 @@ class Codec:
         return self._on_device(self._weights or zoo.load(self.model_name, self.quality),
                                torch.device(device))
 
-    def levels(self, device: torch.device | str = "cpu") -> list[CodingModel]:
-        """The models a byte budget chooses among, in increasing rate, on `device`: every level
-        of this codec's model (`engine.zoo.shipped_qualities`), or its one set of weights."""
+    def levels(self) -> tuple[float, ...]:
+        """The levels a byte budget chooses among, in increasing rate: every level of this
+        codec's model (`engine.zoo.levels`), or its one set of weights' own."""
         if self._weights is not None:
-            return [self.model(device)]
-        return [self._on_device(zoo.load(self.model_name, q), torch.device(device))
-                for q in zoo.shipped_qualities(self.model_name)]
+            return (self._weights.info.quality,)
+        return zoo.levels(self.model_name)
+
+    def level(self, quality: float, device: torch.device | str = "cpu") -> CodingModel:
+        """The model of one of `levels()` on `device` (a zoo model's is fetched on first use:
+        a byte budget's bisection loads only the levels it tries)."""
+        if self._weights is not None:
+            return self.model(device)
+        return self._on_device(zoo.load(self.model_name, quality), torch.device(device))
 
     def _on_device(self, model: CodingModel, device: torch.device) -> CodingModel:
         key = (id(model), str(device))
@@ -239,24 +245,24 @@ class Codec:
         such a stream: the next level up (the fitting one at the top) refined with its lambda
         scaled, the scale bisected in octaves; else the largest refined stream that fits, else
         the level's own."""
-        levels = self.levels(x.device)
+        levels = self.levels()
         fits: dict[int, bytes] = {}
         low, high = -1, len(levels)  # invariant: level low fits (or is -1), level high does not
         while high - low > 1:
             mid = (low + high) // 2
-            data = self._stream(levels[mid], x)
+            data = self._stream(self.level(levels[mid], x.device), x)
             if len(data) <= budget:
                 low, fits[mid] = mid, data
             else:
                 high = mid
         if low < 0:
             raise UsageError(f"the image needs {len(data)} bytes even at the lowest level "
-                             f"({levels[0].info.quality:g}), above the budget of {budget}")
+                             f"({levels[0]:g}), above the budget of {budget}")
         if refine is None:
             return fits[low]
         from .refine import refine_lambda
 
-        model = levels[min(low + 1, len(levels) - 1)]
+        model = self.level(levels[min(low + 1, len(levels) - 1)], x.device)
         lam = refine_lambda(model, refine, self._quality(model))
         best, octaves, below, above = b"", 0.0, None, None
         for _ in range(FILL_TRIES):

@@ -329,3 +329,13 @@ def test_fetch_usage_errors_exit_2(argv, capsys, cache):
         main(argv)
     assert usage.value.code == 2
     assert cached_files(cache) == []
+
+
+def test_a_byte_budget_fetches_only_the_levels_it_tries(server, monkeypatch, cache, checkpoints):
+    publish(server, monkeypatch, "mbt2018-mean", checkpoints["mbt2018-mean"])
+    image = smooth_image(24, 40)
+    data = engine.compress(image, model="mbt2018-mean", max_bytes=10**6, device="cpu")
+    assert engine.Codec(device="cpu").decompress(data).shape == image.shape
+    assert len(server.requests) <= 5  # the codec's own level, and at most 4 of 8 bisected
+    with pytest.raises(ValueError, match="even at the lowest level"):
+        engine.compress(image, model="mbt2018-mean", max_bytes=10, device="cpu")

@@ -41,9 +41,9 @@ _loading = threading.Lock()
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_QUALITY", "STORAGE", "FetchError", "cache_dir",
            "check_quality", "companion", "fetch", "fingerprint", "for_stream",
-           "import_compressai", "load", "load_integer_hyper", "load_rectifier", "load_weights",
-           "quality_range", "save_integer_hyper", "save_rectifier", "save_weights",
-           "shipped_models", "shipped_qualities", "stream_model_name",
+           "import_compressai", "levels", "load", "load_integer_hyper", "load_rectifier",
+           "load_weights", "quality_range", "save_integer_hyper", "save_rectifier",
+           "save_weights", "shipped_models", "shipped_qualities", "stream_model_name",
            "zoo_models"]
 
 
@@ -105,6 +105,12 @@ def check_quality(model: str, quality: float) -> None:
                              f"not {quality:g}")
     elif quality not in levels:
         raise ValueError(f"model {model!r} has quality levels {list(levels)}, not {quality:g}")
+
+
+def levels(model: str) -> tuple[int, ...]:
+    """The quality levels of a shipped or zoo model, in increasing rate (a variable-rate
+    model's integer qualities)."""
+    return published.zoo_models()[model] if _from_zoo(model) else shipped_qualities(model)
 
 
 def load(model: str, quality: float) -> CodingModel:
