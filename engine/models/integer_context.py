@@ -166,7 +166,7 @@ class Wavefront:
         self.taps = torch.zeros(b, self.M, h + 2 * p, w + 2 * p, dtype=torch.int8,
                                 device=params.device)
         self.y_fixed = torch.zeros(b, self.M, h, w, dtype=torch.int64, device=params.device)
-        self.steps = w + 3 * (h - 1)
+        self.steps = wavefront_steps(h, w)
         self._tap_rows = torch.tensor([dy for dy, _ in CONTEXT_TAPS], device=params.device)
         self._tap_cols = torch.tensor([dx for _, dx in CONTEXT_TAPS], device=params.device)
 
@@ -196,7 +196,7 @@ class Wavefront:
         self.taps[:, :, rows + CONTEXT_PAD, cols + CONTEXT_PAD] = self.net.to_int8(y)
 
     def y_hat(self) -> Tensor:
-        """The decoded y_hat (B, M, h, w) float32 (exact: |y_hat| * 2^FRAC_BITS < 2^24)."""
+        """The decoded y_hat (B, M, h, w) float32 (exact while |y_hat| < 2^16)."""
         return (self.y_fixed.double() * 2.0**-FRAC_BITS).float()
 
 
