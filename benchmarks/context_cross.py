@@ -6,10 +6,10 @@ configuration, decoded in fresh processes under others, their latents compared b
 Each weights file (an imported mbt2018 / cheng2020 model with its integer context companion)
 encodes the first --images Kodak images here (the machine's ISA, 2 threads, one image at a time).
 Decoders, each a fresh process: the generic ISA with one thread; AVX2 with 2 threads and every
-stream of the run in one `decompress_batch`; the Triton interpreter for every integer
-convolution (NIC_KERNELS=triton, one thread; on a 128x128 crop of the first image, since the
-interpreter is slow: over 15 minutes for a 256x256 crop at N=192). Each decoder hashes the y_hat it hands to g_s (it fixes every symbol,
-mean and table) and the result must equal the encoder's.
+stream of the run in one `decompress_batch`; the Triton interpreter for every integer kernel
+(NIC_KERNELS=triton, one thread) on a 128x128 crop of the first image, since the interpreter is
+slow (over 15 minutes for a 256x256 crop at N=192). Each decoder hashes the y_hat it hands to
+g_s (it fixes every symbol, mean and table) and the result must equal the encoder's.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""The whole codec on the GPU: end-to-end speed against CompressAI, and cross-device decoding.
+"""The whole codec on the GPU: end-to-end speed against CompressAI, joint autoregressive coding,
+and cross-device decoding.
 
     python benchmarks/gpu_pipeline.py [--repeat 3] [--write]            # speed, on CUDA
+    python benchmarks/gpu_pipeline.py --context [--write]               # mbt2018's wavefront
     python benchmarks/gpu_pipeline.py --cross-device [--write]          # Kodak, GPU <-> CPU
 
 Speed: images and megapixels per second of compress and of decompress at 768x512 and 1920x1080,
@@ -13,6 +15,13 @@ only); ours best of --repeat, CompressAI's one run after a warm-up (its coder is
 synchronised. Goals on an H100: 1920x1080 compress and decompress each within 10 ms at batch 1;
 at least 10x CompressAI end to end.
 
+Joint autoregressive coding: CompressAI's mbt2018 architecture (N=M=192) with random weights,
+its integer context model calibrated on `engine.zoo.compressai.calibration_images`, one
+768x512 image (Kodak's size: 141 wavefront steps): compress and decompress time (best of
+--repeat), each step one fused Triton kernel (`kernels/wavefront_step.py`); and beside it the
+per-layer steps of before (the reference over one exact convolution per layer,
+`kernels.dispatch.int_conv`: Triton on the GPU).
+
 Cross-device: for every shipped model and level, the Kodak images are encoded on one device (one
 batch) and decoded on both, in both directions, in float32. An image is correct when its two
 decodings agree to within float noise (PSNR between them above AGREE_DB: a stream decoded with
@@ -21,14 +30,17 @@ they do not, failed when decoding raises; failures are counted, not fatal.
 
 Each row goes to the session record (benchmarks/gpu_record.py) as soon as it is measured.
 `--device cpu --toy` and `--devices cpu cpu --toy` run the same code without a GPU, at toy sizes
-(gpu_session.sh --dry-run: a test of the script, not of the claims).
+(gpu_session.sh --dry-run: a test of the script, not of the claims; --context --toy: N=16,
+M=24, 128x64).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -41,7 +53,16 @@ from timing import best_of  # noqa: E402
 from engine import Codec, zoo  # noqa: E402
 from engine.images import to_batch  # noqa: E402
 from engine.metrics import psnr  # noqa: E402
-from engine.models import MeanScaleHyperprior, ModelConfig  # noqa: E402
+from engine.models import (  # noqa: E402
+    ContextConfig,
+    JointAutoregressive,
+    MeanScaleHyperprior,
+    ModelConfig,
+    integer_context,
+)
+from engine.zoo.compressai import calibration_images  # noqa: E402
+from nicengine_kernels.dispatch import int_conv  # noqa: E402
+from nicengine_kernels.wavefront_step_reference import wavefront_step_reference  # noqa: E402
 
 KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
 SIZES = {"768x512": (512, 768), "1920x1080": (1080, 1920), "128x64": (64, 128)}
@@ -51,7 +72,7 @@ TOY_CASES = [("128x64", 2)]
 TOY_CROP = (96, 128)  # --cross-device --toy: the top-left corner of each image
 PRECISIONS = ("float32", "bfloat16")
 AGREE_DB = 45.0
-SPEED, CROSS = "gpu_pipeline", "cross_device"  # the rows' names in the session record
+SPEED, CONTEXT, CROSS = "gpu_pipeline", "gpu_context", "cross_device"  # rows in the record
 Sync = Callable[[], None] | None  # torch.cuda.synchronize on a GPU
 
 
@@ -158,6 +179,74 @@ def speed_table(rows: list[dict], where: dict) -> str:
     return "\n".join(lines + [format_speed(r, rows) for r in rows if r["kind"] == "ours"])
 
 
+# --- joint autoregressive coding -----------------------------------------------------------------
+
+
+def context_model(toy: bool) -> JointAutoregressive:
+    """mbt2018 with random weights (N=M=192; toy: N=16, M=24), its integer context model
+    calibrated on the CPU, as importing a checkpoint does."""
+    torch.manual_seed(0)
+    config = ContextConfig(16, 24) if toy else ContextConfig(192, 192)
+    model = JointAutoregressive(config).eval().requires_grad_(False)
+    model.attach_integer_hyper(model.calibrate(calibration_images()))
+    return model
+
+
+@contextmanager
+def per_layer_steps() -> Iterator[None]:
+    """Wavefront steps as they ran before the fused kernel: one exact convolution per layer."""
+    fused = integer_context.wavefront_step
+    integer_context.wavefront_step = partial(wavefront_step_reference, conv=int_conv)
+    try:
+        yield
+    finally:
+        integer_context.wavefront_step = fused
+
+
+def context_coding(device: str, repeat: int, toy: bool) -> list[dict]:
+    """Compress and decompress one image with the fused steps, then with the per-layer ones;
+    each row recorded as soon as it is measured."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else None
+    model = context_model(toy)
+    size = "128x64" if toy else "768x512"
+    h, w = SIZES[size]
+    x = torch.rand(1, 3, h, w, device=device)
+    codec = Codec(weights=model, device=device, precision="float32")
+    case = {"size": size, "N": model.config.N, "M": model.config.M, "device": device,
+            "steps": integer_context.wavefront_steps(h // 16, w // 16)}
+    rows = []
+    for path in ("fused", "per-layer"):
+        if path == "fused":
+            row = {"path": path, **case, **time_ours(codec, x, device, repeat, sync)}
+        else:
+            with per_layer_steps():
+                row = {"path": path, **case, **time_ours(codec, x, device, repeat, sync)}
+        record(CONTEXT, row)
+        rows.append(row)
+        print(format_context(row), flush=True)
+    return rows
+
+
+def format_context(r: dict) -> str:
+    ms = {op: 1e3 * r[op] for op in ("compress", "decompress")}
+    return (f"| {r['path']} | {r['size']} | {r['steps']} | {ms['compress']:.1f} | "
+            f"{ms['decompress']:.1f} | {1e3 * ms['decompress'] / r['steps']:.0f} | "
+            f"{r['bytes']:.0f} |")
+
+
+def context_table(rows: list[dict], where: dict) -> str:
+    first = rows[0]
+    lines = [f"{describe(where)}. Command: `bash benchmarks/gpu_session.sh` (its context step: "
+             "`python benchmarks/gpu_pipeline.py --context`). mbt2018, N="
+             f"{first['N']}, M={first['M']}, random weights, its integer context model "
+             f"calibrated on calibration_images(); one random image on {first['device']}, "
+             "float32, best of the timed runs after a warm-up; fused: one Triton kernel per "
+             "wavefront step; per-layer: one exact convolution per layer, as before it.", "",
+             "| path | size | wavefront steps | compress (ms) | decompress (ms) | "
+             "decompress / steps (us) | bytes |", "|" + " --- |" * 7]
+    return "\n".join(lines + [format_context(r) for r in rows])
+
+
 # --- cross-device decoding -----------------------------------------------------------------------
 
 
@@ -245,6 +334,8 @@ def main() -> None:
     p.add_argument("--device", default="cuda", help="speed: where both codecs run")
     p.add_argument("--toy", action="store_true",
                    help="a test run: one small size; cross-device: small crops of the images")
+    p.add_argument("--context", action="store_true",
+                   help="joint autoregressive coding (mbt2018) instead of the speed rows")
     p.add_argument("--cross-device", action="store_true")
     p.add_argument("--devices", nargs=2, default=["cuda", "cpu"])
     p.add_argument("--images", type=Path, default=KODAK, help="cross-device: the Kodak folder")
@@ -257,8 +348,12 @@ def main() -> None:
     else:
         if a.device.startswith("cuda") and not torch.cuda.is_available():
             raise SystemExit("no CUDA device: run with --device cpu --toy to test the script")
-        text = speed_table(speed(a.device, a.repeat, a.toy), machine())
-        section = (SPEED, "End to end on the GPU")
+        if a.context:
+            text = context_table(context_coding(a.device, a.repeat, a.toy), machine())
+            section = (CONTEXT, "Joint autoregressive coding on the GPU")
+        else:
+            text = speed_table(speed(a.device, a.repeat, a.toy), machine())
+            section = (SPEED, "End to end on the GPU")
     print("\n" + text)
     if a.write:
         write_section(*section, text)

@@ -136,6 +136,8 @@ def sections(folder: Path) -> tuple[dict, list[tuple[str, str, str | None, str]]
          "coder"),
         ("gpu_pipeline", "End to end on the GPU",
          rows_of(gpu_pipeline.SPEED, gpu_pipeline.speed_table), "pipeline"),
+        ("gpu_context", "Joint autoregressive coding on the GPU",
+         rows_of(gpu_pipeline.CONTEXT, gpu_pipeline.context_table), "context"),
         ("cross_device", "Cross-device decoding (GPU <-> CPU)",
          rows_of(gpu_pipeline.CROSS, gpu_pipeline.cross_table), "cross"),
         ("train_gpu", "Training run (GPU)", train(folder, steps, where), "train"),

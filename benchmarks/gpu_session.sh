@@ -37,10 +37,11 @@ STEPS=(
     "kernels    55 kernel GB/s and speed-up against PyTorch (bench_kernels.py)"
     "coder      35 CUDA coder symbols/s against the CPU coder and CompressAI's"
     "pipeline   50 end to end, 768x512 and 1920x1080, batch 1 and 16, against CompressAI"
-    "cross      50 Kodak encoded on the GPU decoded on the CPU and back, every model and level"
-    "train      55 a short run of the default model: steps/s, an int8 checkpoint"
-    "sanitizer  35 the CUDA coder's tests under compute-sanitizer: memcheck, racecheck, synccheck"
-    "suite      30 the rest of the test suite"
+    "context    35 mbt2018 (N=M=192) on a 768x512 image, fused and per-layer wavefront steps"
+    "cross      40 Kodak encoded on the GPU decoded on the CPU and back, every model and level"
+    "train      45 a short run of the default model: steps/s, an int8 checkpoint"
+    "sanitizer  30 the CUDA coder's tests under compute-sanitizer: memcheck, racecheck, synccheck"
+    "suite      20 the rest of the test suite"
 )
 
 total=0
@@ -217,6 +218,8 @@ step_kernels() {
 step_coder() { run $PY benchmarks/bench_gpu_coder.py "${CODER_ARGS[@]}"; }
 
 step_pipeline() { run $PY benchmarks/gpu_pipeline.py "${PIPELINE_ARGS[@]}"; }
+
+step_context() { run $PY benchmarks/gpu_pipeline.py --context --repeat 2 "${PIPELINE_ARGS[@]}"; }
 
 step_cross() {
     run $PY benchmarks/gpu_pipeline.py --cross-device --images "$KODAK" "${CROSS_ARGS[@]}"

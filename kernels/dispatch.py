@@ -9,13 +9,13 @@ NIC_KERNELS (read on every call, so it can be switched at run time):
 Whatever the mode, a call takes the reference for dtypes its kernel lacks, and for inputs that
 need a gradient unless the kernel has a backward. int_conv has a third path: where Triton does
 not run, CPU tensors take the exact float32 GEMM (kernels/int_conv_gemm.py) unless the mode is
-reference.
+reference, and so do the convolutions of wavefront_step's reference.
 
 Triton is optional (`pip install nicengine[triton]`). This module is the only one that imports
-the Triton modules (kernels/gdn.py, subpel.py, quantize.py, sga.py, int_conv.py), inside the
-calls that run them: without triton the engine imports and runs on the references, and
-TRITON_INTERPRET may be set until the first kernel runs (triton reads it when it is imported and
-when it decorates a kernel).
+the Triton modules (kernels/gdn.py, subpel.py, quantize.py, sga.py, int_conv.py,
+wavefront_step.py), inside the calls that run them: without triton the engine imports and runs
+on the references, and TRITON_INTERPRET may be set until the first kernel runs (triton reads it
+when it is imported and when it decorates a kernel).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from .int_conv_reference import int_conv_reference
 from .quantize_reference import likelihood_reference, quantize_reference, quantize_train_reference
 from .sga_reference import num_classes, sga_round_reference
 from .subpel_reference import subpel_igdn_reference, subpel_reference
+from .wavefront_step_reference import WavefrontLayers, wavefront_step_reference
 
 MODES = ("auto", "reference", "triton")
 NETWORK_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -152,3 +153,16 @@ def int_conv(x: Tensor, weight: Tensor) -> Tensor:
     if os.environ.get("NIC_KERNELS", "auto") == "reference" or x.device.type != "cpu":
         return int_conv_reference(x, weight)
     return int_conv_gemm(x, weight)
+
+
+def wavefront_step(taps: Tensor, rows: Tensor, cols: Tensor, params_acc: Tensor,
+                   layers: WavefrontLayers) -> tuple[Tensor, Tensor, Tensor]:
+    """`wavefront_step_reference`: one step of the joint autoregressive model's wavefront, the
+    gather, the context layer, the entropy-parameter layers and the table indexes -> (indexes
+    int32, scales int64, means int64), each (B, M, P). One Triton kernel on the GPU; elsewhere
+    the reference over `int_conv` (the float32 GEMM on the CPU). Bit-identical on every path."""
+    if use_triton(taps, dtypes=(torch.int8,)):
+        from .wavefront_step import wavefront_step_triton
+
+        return wavefront_step_triton(taps, rows, cols, params_acc, layers)
+    return wavefront_step_reference(taps, rows, cols, params_acc, layers, conv=int_conv)

@@ -5,6 +5,10 @@ ICLR 2019: integer arithmetic makes the entropy model's parameters the same on e
 
 x (B, C, H, W) int8, weight (Co, C, k, k) int8 with k odd; stride 1, zero padding k // 2
 ("same") -> (B, Co, H, W) int32. Sums are taken in int64 and fit int32 under the bound below.
+
+`requantize` is what an integer layer does after its convolution: the one definition of that
+rule, which the integer layers (`engine.models.integer_hyper`) and the fused wavefront step
+(`kernels/wavefront_step*.py`) follow.
 """
 
 from __future__ import annotations
@@ -16,6 +20,11 @@ from torch import Tensor
 INT8_MAX_PRODUCT = 128 * 128  # the largest |x * w| of two int8 values: (-128) * (-128)
 # The most products (C*k*k) a sum may have: then |sum| <= MAX_TERMS * 2^14 <= 2^31 - 1.
 MAX_TERMS = (2**31 - 1) // INT8_MAX_PRODUCT
+# What an integer layer outputs: int64 fixed point; LeakyReLU then int8; int8 without an
+# activation.
+FIXED, LRELU_INT8, PLAIN_INT8 = 0, 1, 2
+LRELU_NUM, LRELU_SHIFT = 41, 12  # LeakyReLU's slope, 41 / 4096 (about 0.01), in integers
+INT8 = (-128, 127)
 
 
 def max_channels(k: int) -> int:
@@ -52,3 +61,17 @@ def int_conv_reference(x: Tensor, weight: Tensor) -> Tensor:
     cols = F.unfold(x.cpu().double(), k, padding=k // 2).long()  # (B, C*k*k, H*W)
     sums = weight.cpu().reshape(weight.shape[0], -1).long() @ cols  # (B, Co, H*W)
     return sums.to(torch.int32).view(b, -1, h, w).to(x.device)
+
+
+def requantize(acc: Tensor, bias: Tensor, mult: Tensor, shift: Tensor, mode: int) -> Tensor:
+    """An integer layer after its convolution: acc (B, Co, ...) int32 or int64, the exact sums
+    without the bias; bias, mult, shift (Co,) -> round((acc + bias) * mult / 2^shift), half up,
+    with LeakyReLU before the rounding (LRELU_INT8: t < 0 -> floor(t * 41 / 4096)); int8
+    clamped, or int64 for FIXED. Exact in int64: |acc + bias| < 2^32 and mult < 2^15."""
+    view = (1, -1) + (1,) * (acc.dim() - 2)
+    t = (acc.long() + bias.long().view(view)) * mult.long().view(view)
+    if mode == LRELU_INT8:
+        t = torch.where(t >= 0, t, (t * LRELU_NUM) >> LRELU_SHIFT)
+    k = shift.long().view(view)
+    out = (t + (torch.ones_like(k) << (k - 1))) >> k  # round half up
+    return out if mode == FIXED else out.clamp(*INT8).to(torch.int8)

@@ -19,7 +19,7 @@ from tests.conftest import SHARED, needs_kodak
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_session.sh"
 BUDGET = 480  # seconds of work in one device call (the limit)
-STEPS = ["setup", "build", "tests", "kernels", "coder", "pipeline", "cross", "train",
+STEPS = ["setup", "build", "tests", "kernels", "coder", "pipeline", "context", "cross", "train",
          "sanitizer", "suite"]  # in priority order
 
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -148,9 +148,9 @@ class JointAutoregressive(CodingModel):
             self.entropy_z.indexes(z_sym.shape[1:], z.device).expand(y.shape[0], -1)]
         bits = -torch.log2(self.entropy_z.likelihood(z_hat)).flatten(1).sum(1).double()
         for t in range(wave.steps):
-            scales, means = wave.entropy_params(t)
+            idx, scales, means = wave.step(t)  # the decoder's indexes, from the same integers
             rows, cols = wave.positions(t)
-            sym, step_bits, idx = self.entropy_y.quantize(
+            sym, step_bits, _ = self.entropy_y.quantize(
                 y[:, :, rows, cols], _real(scales), _real(means), bounds)
             wave.put(t, sym, means)
             symbols.append(sym.flatten(1))
@@ -168,10 +168,8 @@ class JointAutoregressive(CodingModel):
         z_sym = yield self.entropy_z.indexes(z_shape, device).expand(batch, -1)
         z_hat = self.entropy_z.dequantize(z_sym.to(device).view(batch, *z_shape))
         wave = self._wavefront(z_hat)
-        bounds = self._bounds(device)
         for t in range(wave.steps):
-            scales, means = wave.entropy_params(t)
-            idx = self.entropy_y.indexes(_real(scales), bounds)
+            idx, _, means = wave.step(t)
             sym = yield idx.flatten(1) + self.config.N
             wave.put(t, sym.to(device).view(means.shape), means)
         return self.synthesize(wave.y_hat())

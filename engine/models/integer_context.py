@@ -20,6 +20,8 @@ integers as one convolution of the concatenation.
 Wavefront: position (h, w) needs (h, w-1), (h, w-2) and rows h-1, h-2 up to column w+2, so every
 position with the same w + 3h decodes at once: W + 3(H-1) steps instead of H*W. The encoder runs
 the same steps (its means depend on earlier symbols too), so both compute identical integers.
+A step, from the gather to the table indexes, is `kernels.dispatch.wavefront_step`: one Triton
+kernel on the GPU, the per-layer exact GEMMs on the CPU.
 """
 
 from __future__ import annotations
@@ -28,16 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nicengine_kernels.dispatch import int_conv
+from nicengine_kernels.dispatch import int_conv, wavefront_step
+from nicengine_kernels.int_conv_reference import FIXED, INT8, LRELU_INT8, PLAIN_INT8
+from nicengine_kernels.wavefront_step_reference import CONTEXT_TAPS, IntLayer, WavefrontLayers
 
 from ..entropy.cdf import CdfTables
 from .integer_hyper import (
-    FIXED,
     FRAC_BITS,
-    INT8,
-    LRELU_INT8,
     MAX_SHIFT,
-    PLAIN_INT8,
     FakeIntegerHyper,
     IntegerHyper,
     IntegerLayer,
@@ -47,9 +47,7 @@ from .integer_hyper import (
     layers_from_state,
 )
 
-# Mask A of a 5x5 context: rows 0 and 1 whole, row 2 left of the centre, in raster order.
-CONTEXT_TAPS = [(dy, dx) for dy in range(2) for dx in range(5)] + [(2, 0), (2, 1)]
-CONTEXT_PAD = 2
+CONTEXT_PAD = 2  # the taps buffer's border: mask A reaches 2 rows up and 2 columns either side
 
 
 class IntegerContext(IntegerHyper):
@@ -151,45 +149,46 @@ class IntegerContext(IntegerHyper):
 
 class Wavefront:
     """Decoding (and encoding) y position by position in wavefront order: `steps` steps; step t
-    holds the positions (h, w) with w + 3h = t, in increasing h. `entropy_params(t)` gives the
-    scales and means of step t's positions, `put(t, symbols, means)` records their decoded values.
+    holds the positions (h, w) with w + 3h = t, in increasing h. `step(t)` gives the table
+    indexes, scales and means of step t's positions (`kernels.dispatch.wavefront_step`: one
+    kernel on the GPU), `put(t, symbols, means)` records their decoded values.
     """
 
     def __init__(self, net: IntegerContext, params: Tensor) -> None:
         b, _, h, w = params.shape
         self.net, self.height, self.width = net, h, w
         self.M = net.context.weight.shape[0] // 2
-        first = net.params[0].weight
-        self.ctx_weight = first[:, 2 * self.M :].contiguous()
-        self.params_acc = int_conv(params, first[:, : 2 * self.M].contiguous())
+        first, *others = net.params
+        # The first layer's halves as ordinary tensors even under inference mode: the CPU GEMM
+        # caches a weight's float copy while its version counter says it is unchanged.
+        with torch.inference_mode(False):
+            params_half, ctx_half = (x.contiguous() for x in first.weight.split(2 * self.M, 1))
+        self.layers = WavefrontLayers(
+            _step_layer(net.context), (_step_layer(first, ctx_half), *map(_step_layer, others)),
+            net.thresholds)
+        self.params_acc = int_conv(params, params_half)
         p = CONTEXT_PAD
         self.taps = torch.zeros(b, self.M, h + 2 * p, w + 2 * p, dtype=torch.int8,
                                 device=params.device)
         self.y_fixed = torch.zeros(b, self.M, h, w, dtype=torch.int64, device=params.device)
         self.steps = wavefront_steps(h, w)
-        self._tap_rows = torch.tensor([dy for dy, _ in CONTEXT_TAPS], device=params.device)
-        self._tap_cols = torch.tensor([dx for _, dx in CONTEXT_TAPS], device=params.device)
 
     def positions(self, t: int) -> tuple[Tensor, Tensor]:
         """(rows, cols) of step t, int64 on the device."""
         return wavefront_positions(self.height, self.width, t, self.taps.device)
 
-    def entropy_params(self, t: int) -> tuple[Tensor, Tensor]:
-        """(scales, means) of step t's positions, each (B, M, P) int64 in 2^-FRAC_BITS units."""
+    def step(self, t: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(table indexes int32, scales, means) of step t's positions, each (B, M, P); scales and
+        means int64 in 2^-FRAC_BITS units, an index the number of thresholds below the scale."""
         rows, cols = self.positions(t)
-        b, n = self.taps.shape[0], rows.numel()
-        taps = self.taps[:, :, rows[None] + self._tap_rows[:, None],
-                         cols[None] + self._tap_cols[:, None]]  # (B, M, 12, P)
-        ctx = self.net.context(taps.reshape(b, -1, 1, n))
-        acc = self.params_acc[:, :, rows, cols].unsqueeze(2) + int_conv(ctx, self.ctx_weight)
-        layers = self.net.params
-        v = layers[0].requantize(acc)
-        for layer in layers[1:]:
-            v = layer(v)
-        return v[:, : self.M, 0], v[:, self.M :, 0]
+        return wavefront_step(self.taps, rows, cols, self.params_acc, self.layers)
+
+    def entropy_params(self, t: int) -> tuple[Tensor, Tensor]:
+        """(scales, means) of step t's positions, as `step` gives them."""
+        return self.step(t)[1:]
 
     def put(self, t: int, symbols: Tensor, means: Tensor) -> None:
-        """Step t's decoded values: symbols (B, M, P) integers, means as `entropy_params` gave."""
+        """Step t's decoded values: symbols (B, M, P) integers, means as `step` gave them."""
         rows, cols = self.positions(t)
         y = symbols.long() * (1 << FRAC_BITS) + means
         self.y_fixed[:, :, rows, cols] = y
@@ -198,6 +197,12 @@ class Wavefront:
     def y_hat(self) -> Tensor:
         """The decoded y_hat (B, M, h, w) float32 (exact while |y_hat| < 2^16)."""
         return (self.y_fixed.double() * 2.0**-FRAC_BITS).float()
+
+
+def _step_layer(layer: IntegerLayer, weight: Tensor | None = None) -> IntLayer:
+    """A 1x1 integer layer as the wavefront step takes it; `weight` in place of its own."""
+    return IntLayer(layer.weight if weight is None else weight, layer.bias, layer.mult,
+                    layer.shift, int(layer.hidden))
 
 
 def wavefront_steps(height: int, width: int) -> int:

@@ -33,27 +33,29 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nicengine_kernels.dispatch import int_conv
+from nicengine_kernels.int_conv_reference import (
+    FIXED,
+    INT8,
+    LRELU_INT8,
+    LRELU_NUM,
+    LRELU_SHIFT,
+    requantize,
+)
 
 from ..entropy.cdf import CdfTables
 from .layers import SubpelConv
 
 FRAC_BITS = 8  # fractional bits of the output scales and means
-LRELU_NUM, LRELU_SHIFT = 41, 12  # LeakyReLU's slope, 41 / 4096 (about 0.01), in integers
 MULT_BITS = 15  # rescale multipliers lie in [2^14, 2^15)
 MAX_SHIFT = 16  # activation exponents: no finer than 2^-16 (a layer that is all but 0)
-INT8 = (-128, 127)
-
-
-# What an integer layer outputs (its `hidden` buffer, named for h_s's hidden layers): int64 fixed
-# point; LeakyReLU then int8; int8 without an activation.
-FIXED, LRELU_INT8, PLAIN_INT8 = 0, 1, 2
 
 
 class IntegerLayer(nn.Module):
     """One convolution of the integer network; all buffers, no parameters. (Co, C, k, k) int8
     weights, int32 bias, per-channel multiplier and shift; `upscale` r (pixel shuffle after the
-    activation, 1 for none) and `hidden`, the output (FIXED, LRELU_INT8 or PLAIN_INT8; True is
-    LRELU_INT8), as 0-d int64 buffers."""
+    activation, 1 for none) and `hidden`, the output (`kernels.int_conv_reference`'s FIXED,
+    LRELU_INT8 or PLAIN_INT8; True is LRELU_INT8; named for h_s's hidden layers), as 0-d int64
+    buffers."""
 
     def __init__(self, weight: Tensor, bias: Tensor, mult: Tensor, shift: Tensor, upscale: int,
                  hidden: bool | int) -> None:
@@ -89,14 +91,7 @@ class IntegerLayer(nn.Module):
     def requantize(self, acc: Tensor) -> Tensor:
         """The layer after its convolution: acc (B, Co, H, W) int32 or int64 (the exact
         convolution, without the bias) -> the output as `forward` returns it."""
-        out_mode = int(self.hidden)
-        t = (acc.long() + self.bias.long().view(1, -1, 1, 1)) * self.mult.long().view(1, -1, 1, 1)
-        if out_mode == LRELU_INT8:
-            t = torch.where(t >= 0, t, (t * LRELU_NUM) >> LRELU_SHIFT)
-        k = self.shift.long().view(1, -1, 1, 1)
-        out = (t + (torch.ones_like(k) << (k - 1))) >> k  # round half up
-        if out_mode != FIXED:
-            out = out.clamp(*INT8).to(torch.int8)
+        out = requantize(acc, self.bias, self.mult, self.shift, int(self.hidden))
         r = int(self.upscale)
         return F.pixel_shuffle(out, r) if r > 1 else out
 
