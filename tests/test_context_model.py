@@ -65,7 +65,7 @@ def _parallel_indexes(model, encoded, y_fixed, z_hat) -> torch.Tensor:
     h, w = y_fixed.shape[2:]
     out = []
     for t in range(wave.steps):  # the same layers, fed from the complete y_hat
-        scales, _ = wave.entropy_params(t)
+        _, scales, _ = wave.step(t)
         out.append(model.entropy_y.indexes(scales.double() / 256, net.scale_bounds("cpu"))
                    .flatten(1) + model.config.N)
     return torch.cat(out, 1)
@@ -79,7 +79,7 @@ def test_wavefront_equals_a_parallel_pass_over_the_decoded_latents(model):
     net = model.integer_hyper
     wave = net.wavefront(net(z_hat))
     for t in range(wave.steps):
-        _, means = wave.entropy_params(t)
+        _, _, means = wave.step(t)
         wave.put(t, encoded.symbols[t + 1].view(means.shape), means)
     expected = torch.cat(encoded.indexes[1:], 1)
     assert torch.equal(_parallel_indexes(model, encoded, wave.y_fixed, z_hat), expected)

@@ -183,10 +183,6 @@ class Wavefront:
         rows, cols = self.positions(t)
         return wavefront_step(self.taps, rows, cols, self.params_acc, self.layers)
 
-    def entropy_params(self, t: int) -> tuple[Tensor, Tensor]:
-        """(scales, means) of step t's positions, as `step` gives them."""
-        return self.step(t)[1:]
-
     def put(self, t: int, symbols: Tensor, means: Tensor) -> None:
         """Step t's decoded values: symbols (B, M, P) integers, means as `step` gave them."""
         rows, cols = self.positions(t)
