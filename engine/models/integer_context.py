@@ -176,7 +176,23 @@ class Wavefront:
 
     def entropy_params(self, t: int) -> tuple[Tensor, Tensor]:
         """(scales, means) of step t's positions, each (B, M, P) int64 in 2^-FRAC_BITS units."""
-        rows, cols = self.positions(t)
+        return self.params_at(*self.positions(t))
+
+    def decoded_params(self) -> tuple[Tensor, Tensor]:
+        """(scales, means) of every position, each (B, M, h, w) int64 (2^-FRAC_BITS units), once
+        all are decoded: a position's context holds only positions decoded before it, so these
+        are the integers its own step computed. In chunks of positions (memory)."""
+        rows, cols = (g.flatten() for g in torch.meshgrid(
+            torch.arange(self.height, device=self.taps.device),
+            torch.arange(self.width, device=self.taps.device), indexing="ij"))
+        parts = [self.params_at(r, c) for r, c in zip(rows.split(4096), cols.split(4096),
+                                                       strict=True)]
+        shape = (self.taps.shape[0], self.M, self.height, self.width)
+        return tuple(torch.cat([p[i] for p in parts], dim=2).view(shape) for i in range(2))
+
+    def params_at(self, rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
+        """(scales, means) of the positions (rows, cols) (P,), each (B, M, P) int64: exact once
+        every position of their context is decoded."""
         b, n = self.taps.shape[0], rows.numel()
         taps = self.taps[:, :, rows[None] + self._tap_rows[:, None],
                          cols[None] + self._tap_cols[:, None]]  # (B, M, 12, P)

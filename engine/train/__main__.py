@@ -88,6 +88,9 @@ def _rectify(argv: list[str]) -> None:
     p.add_argument("weights")
     p.add_argument("--data", default="../shared/data/train")
     p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--decoder-only", action="store_true",
+                   help="the ablation: phase 2 without the rectifier (g_s alone fine-tuned on "
+                        "the rounded latents), written to the same file")
     p.add_argument("--alpha", type=float, default=None,
                    help="the rectifier coefficient (default: searched)")
     p.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS),
@@ -103,7 +106,8 @@ def _rectify(argv: list[str]) -> None:
     a = p.parse_args(argv)
     report = rectify_file(a.weights, a.data, steps=a.steps, alpha=a.alpha,
                           alphas=tuple(a.alphas), search_steps=a.search_steps, crops=a.crops,
-                          crop=a.crop, batch=a.batch, lr=a.lr, lam=a.lam, seed=a.seed)
+                          crop=a.crop, batch=a.batch, lr=a.lr, lam=a.lam, seed=a.seed,
+                          decoder_only=a.decoder_only)
     print(json.dumps(report))
 
 
