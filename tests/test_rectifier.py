@@ -199,6 +199,15 @@ def test_decoder_only_is_phase_two_without_the_rectifier(images):
                           model.synthesize(y_hat)[0, :, :70, :90], atol=1e-5)
 
 
+def test_g_s_learns_at_its_own_rate(images):
+    model = _model()
+    crops = coded_crops(model, images, 8, 64, seed=0)
+    decoder = train_phase2(model, 0.01, crops, alpha=1.0, steps=2, batch=2, g_s_lr=0.0,
+                           width=16, blocks=1)
+    assert torch.equal(decoder.g_s[0].conv.weight, model.g_s[0].conv.weight)
+    assert decoder.rectifier.tail.weight.abs().max() > 0  # the rectifier trained
+
+
 def test_kinds_without_a_rectifier_refuse_one(plain):
     model = ChannelConditional(ChannelConfig(N=16, M=24, slices=2, hidden=8))
     with pytest.raises(ValueError, match="do not decode with a quantization rectifier"):

@@ -21,6 +21,7 @@ fine-tuned on the rounded latents by the same phase 2.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +29,9 @@ from torch import Tensor, nn
 from .cheng import ChengSynthesis
 from .layers import conv, leaky_relu
 from .transforms import Synthesis
+
+if TYPE_CHECKING:
+    from .base import CodingModel
 
 LOG_SCALE_FLOOR = 1e-3  # scales below this are one table anyway; keeps log finite
 # The synthesis transforms a rectified decoder may end in, by name: (N, M) -> g_s.
@@ -135,8 +139,8 @@ class RectifiedDecoder(nn.Module):
         self.g_s = SYNTHESES[config.synthesis](config.N, config.M)
 
     @classmethod
-    def of(cls, model: nn.Module, width: int = 128, blocks: int = 3, decoder_only: bool = False
-           ) -> RectifiedDecoder:
+    def of(cls, model: CodingModel, width: int = 128, blocks: int = 3,
+           decoder_only: bool = False) -> RectifiedDecoder:
         """A rectified decoder for `model` (a RECTIFIABLE kind), its rectifier the identity and
         its g_s a copy of the model's."""
         config = RectifierConfig(model.config.N, model.config.M, width, blocks,

@@ -92,18 +92,20 @@ def held_out_psnr(decode: torch.nn.Module | None, model: CodingModel, crops: Cod
 
 
 def train_phase2(model: CodingModel, lam: float, crops: CodedCrops, alpha: float, steps: int,
-                 batch: int = 8, lr: float = 1e-4, seed: int = 0, width: int = 128,
-                 blocks: int = 3, decoder_only: bool = False, log_every: int = 0
-                 ) -> RectifiedDecoder:
+                 batch: int = 8, lr: float = 1e-4, g_s_lr: float | None = None, seed: int = 0,
+                 width: int = 128, blocks: int = 3, decoder_only: bool = False,
+                 log_every: int = 0) -> RectifiedDecoder:
     """Phase 2: a rectifier (zero at the start; none if `decoder_only`) and a copy of g_s
-    trained with the loss of the module docstring. g_s, already trained, learns at G_S_LR times
-    the rectifier's `lr` (at a tenth of it, it first left its optimum) with or without a
-    rectifier, so that the two differ by the rectifier alone; both drop tenfold for the last
-    fifth of the steps. The crops are drawn in the same order either way."""
+    trained with the loss of the module docstring. g_s, already trained, learns at `g_s_lr`,
+    by default G_S_LR times the rectifier's `lr` (at a tenth of it, the shipped models' g_s first
+    left its optimum), with or without a rectifier, so that the two differ by the rectifier
+    alone; both drop tenfold for the last fifth of the steps. The crops are drawn in the same
+    order either way."""
     torch.manual_seed(seed)
     decoder = RectifiedDecoder.of(model, width, blocks, decoder_only)
     decoder.train().requires_grad_(True)
-    groups = [{"params": decoder.g_s.parameters(), "lr": lr * G_S_LR}]
+    g_s_lr = lr * G_S_LR if g_s_lr is None else g_s_lr
+    groups = [{"params": decoder.g_s.parameters(), "lr": g_s_lr}]
     if decoder.rectifier is not None:
         groups.append({"params": decoder.rectifier.parameters(), "lr": lr})
     opt = torch.optim.Adam(groups)
