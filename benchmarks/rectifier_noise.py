@@ -3,7 +3,7 @@ the same streams decoded as trained, after phase 2 without the rectifier, and af
 it.
 
     python benchmarks/rectifier_noise.py [--arch bmshj2018-hyperprior] [--steps 500] \
-        [--phase2-steps 300] [--images 24] [--write] [--rectify-args --alpha 1]
+        [--phase2-steps 300] [--g-s-lr R] [--images 24] [--write] [--rectify-args --alpha 1]
 
 1. CompressAI's own training loop (benchmarks/compressai_import.py: additive uniform noise,
    lambda 0.0067, batch 8 of --crop sized training crops) trains ARCH from scratch for --steps
@@ -60,7 +60,7 @@ def phase2(weights: Path, a: argparse.Namespace) -> tuple[dict[str, Path], dict[
         shutil.copyfile(weights, files[variant])
         cmd = [sys.executable, "-m", "engine.train", "rectify", str(files[variant]), "--data",
                str(TRAIN), "--steps", str(a.phase2_steps), "--crops", str(a.crops), "--crop",
-               str(a.phase2_crop), *options]
+               str(a.phase2_crop), *a.g_s_options, *options]
         print("$", " ".join(cmd[1:]), flush=True)
         runs[variant] = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     reports = {}
@@ -140,11 +140,11 @@ def report(a: argparse.Namespace, trained: dict, runs: dict, r: dict, mem: dict)
         + (f"{trained['minutes']:.1f} min" if trained["minutes"] is not None else
            "the checkpoint of an earlier run, `python benchmarks/compressai_import.py "
            f"--train-only --archs {a.arch} --steps {a.steps} --crop {a.crop} --threads 1 --workdir "
-           f"{a.workdir.relative_to(ROOT)}`")
+           f"{a.workdir}`")
         + "), imported with "
         "`python -m engine.zoo import-compressai`. Phase 2: `python -m engine.train rectify W "
         f"--steps {a.phase2_steps} --crops {a.crops} --crop {a.phase2_crop} "
-        f"{' '.join(a.rectify_args)}`"
+        f"{' '.join([*a.g_s_options, *a.rectify_args])}`"
         f" (alpha {runs['rectifier']['alpha']:g}) and the same with `--decoder-only` instead of "
         f"the alpha options, the two side by side ({runs['decoder only']['minutes']:.1f} and "
         f"{runs['rectifier']['minutes']:.1f} min wall-clock). Held-out PSNR (training-pool crops, "
@@ -181,12 +181,15 @@ def main() -> None:
     p.add_argument("--crops", type=int, default=1024, help="phase 2's training crops")
     p.add_argument("--crop", type=int, default=64, help="CompressAI's training crops' side")
     p.add_argument("--phase2-crop", type=int, default=128, help="phase 2's crops' side")
+    p.add_argument("--g-s-lr", type=float, default=None,
+                   help="g_s's learning rate in both phase-2 runs (default: rectify's)")
     p.add_argument("--rectify-args", nargs=argparse.REMAINDER, default=["--alpha", "1"],
                    help="options of the rectified run only (last on the line)")
     p.add_argument("--images", type=int, default=24)
     p.add_argument("--workdir", type=Path, default=ROOT / "out" / "rectifier_noise")
     p.add_argument("--write", action="store_true", help="write the section of RESULTS.md")
     a = p.parse_args()
+    a.g_s_options = [] if a.g_s_lr is None else ["--g-s-lr", f"{a.g_s_lr:g}"]
     torch.set_num_threads(1)
     fresh, start = not (a.workdir / f"{a.arch}-trained.pth.tar").exists(), time.perf_counter()
     ckpt = checkpoint(a.arch, "trained", a)
@@ -201,8 +204,10 @@ def main() -> None:
     text = report(a, trained, runs, r, mem)
     print(text)
     if a.write:
-        write_section(f"rectifier_noise_{a.arch}", f"Quantization rectifier on a noise-trained "
-                      f"codec ({a.arch}, CPU)", text)
+        lr = "" if a.g_s_lr is None else f", g_s at {a.g_s_lr:g}"
+        write_section(f"rectifier_noise_{a.arch}{lr.replace(', g_s at ', '_gs')}",
+                      f"Quantization rectifier on a noise-trained codec ({a.arch}{lr}, CPU)",
+                      text)
 
 
 if __name__ == "__main__":

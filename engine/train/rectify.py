@@ -1,7 +1,8 @@
 """Soft-to-predictive training of a quantization rectifier (Luo, Chen, arXiv 2403.17236, 2024).
 
     python -m engine.train rectify WEIGHTS [--steps 4000] [--alpha A | --alphas A1 A2 ...]
-    python -m engine.train rectify WEIGHTS --decoder-only [--steps 4000]
+        [--lr 1e-4] [--g-s-lr 1e-6]
+    python -m engine.train rectify WEIGHTS --decoder-only [--steps 4000] [--g-s-lr 1e-6]
 
 writes NAME.qr.safetensors beside WEIGHTS (`engine.zoo.companion`): a second decoder of the
 weights' streams. `--decoder-only` is the ablation: the same phase 2 (steps, data, learning
