@@ -82,9 +82,9 @@ def compressai_model(arch: str):
     return image_models[arch](quality=QUALITY, pretrained=False)
 
 
-def train(net, steps: int, batch: int, lr: float) -> tuple:
-    """CompressAI's training step (examples/train.py), `steps` times: (the last loss, the
-    optimisers and scheduler, for the checkpoint)."""
+def train(net, steps: int, batch: int, lr: float, crop: int = 128) -> tuple:
+    """CompressAI's training step (examples/train.py), `steps` times on random crop x crop
+    training crops: (the last loss, the optimisers and scheduler, for the checkpoint)."""
     from compressai.losses import RateDistortionLoss
 
     net.train()
@@ -93,7 +93,7 @@ def train(net, steps: int, batch: int, lr: float) -> tuple:
     optimizer = torch.optim.Adam(main_params, lr=lr)
     aux_optimizer = torch.optim.Adam(aux_params, lr=1e-3)
     criterion = RateDistortionLoss(lmbda=ZOO_LAMBDAS[QUALITY])
-    crops = RandomCrops(list_images(SHARED / "train"), 128, seed=0, length=steps * batch)
+    crops = RandomCrops(list_images(SHARED / "train"), crop, seed=0, length=steps * batch)
     start = time.perf_counter()
     for step in range(steps):
         x = torch.stack([crops[step * batch + i] for i in range(batch)])
@@ -124,7 +124,7 @@ def checkpoint(arch: str, weights: str, a: argparse.Namespace) -> Path:
     net = compressai_model(arch)
     if weights == "trained":
         print(f"training {arch} for {a.steps} steps", flush=True)
-        loss, optimizer, aux_optimizer, scheduler = train(net, a.steps, a.batch, a.lr)
+        loss, optimizer, aux_optimizer, scheduler = train(net, a.steps, a.batch, a.lr, a.crop)
         record = {"epoch": 0, "loss": loss, "optimizer": optimizer.state_dict(),
                   "aux_optimizer": aux_optimizer.state_dict(),
                   "lr_scheduler": scheduler.state_dict()}
@@ -216,6 +216,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--crop", type=int, default=128, help="training crops' side, in pixels")
     p.add_argument("--images", type=int, default=24, help="how many Kodak images (all: 24)")
     p.add_argument("--workdir", type=Path, default=ROOT / "out" / "compressai_import")
     p.add_argument("--weights", nargs="+", choices=("random", "trained"),
@@ -250,7 +251,8 @@ def main() -> None:
         "at the end (the machine was shared: the times are of both codecs interleaved image by "
         "image, so their ratio is fairer than their values).",
         f"Command: `python benchmarks/compressai_import.py {' '.join(sys.argv[1:])}`. Training: "
-        f"{a.steps} steps of CompressAI's loop, batch {a.batch} of 128x128 crops, lr {a.lr:g}, "
+        f"{a.steps} steps of CompressAI's loop, batch {a.batch} of {a.crop}x{a.crop} crops, "
+        f"lr {a.lr:g}, "
         f"lambda {ZOO_LAMBDAS[QUALITY]}. The checkpoints are imported with "
         f"`python -m engine.zoo import-compressai CKPT OUT --arch ARCH --quality {QUALITY}` "
         "(float16 storage, the engine's default) and coded with "

@@ -17,11 +17,17 @@ from engine.cli import main as cli_main
 from engine.models import (
     ChannelConditional,
     ChannelConfig,
+    CodingModel,
+    ContextConfig,
+    JointAutoregressive,
     MeanScaleHyperprior,
     ModelConfig,
     ModelInfo,
 )
+from engine.models.factorized_prior import FactorizedPrior
+from engine.models.integer_hyper import FRAC_BITS
 from engine.models.rectifier import RectifiedDecoder, Rectifier, RectifierConfig
+from engine.models.scale_hyperprior import ScaleHyperprior
 from engine.train.__main__ import main as train_main
 from engine.train.rectify import coded_crops, held_out_psnr, search_alpha, train_phase2
 from tests.conftest import smooth_image
@@ -44,13 +50,30 @@ def _model() -> MeanScaleHyperprior:
     return m
 
 
-def _decoder(model: MeanScaleHyperprior) -> RectifiedDecoder:
+def _decoder(model: CodingModel) -> RectifiedDecoder:
     """A rectified decoder whose rectifier does something (its last layer is not zero)."""
     torch.manual_seed(1)
-    decoder = RectifiedDecoder(RectifierConfig(model.config.N, model.config.M, 16, 1))
-    decoder.g_s.load_state_dict(model.g_s.state_dict())
+    decoder = RectifiedDecoder.of(model, width=16, blocks=1)
     torch.nn.init.normal_(decoder.rectifier.tail.weight, std=0.05)
     return decoder.eval().requires_grad_(False)
+
+
+def _imported(arch: str) -> CodingModel:
+    """A small model of the kind `engine.zoo.import_compressai` makes of CompressAI's `arch`,
+    with the integer context model the context kinds code with."""
+    torch.manual_seed(0)
+    if arch == "bmshj2018-factorized":
+        m = FactorizedPrior(ModelConfig(N=16, M=24))
+    elif arch == "bmshj2018-hyperprior":
+        m = ScaleHyperprior(ModelConfig(N=16, M=24))
+    else:
+        m = JointAutoregressive(ContextConfig(16, 24 if arch == "mbt2018" else 16, arch))
+    m.eval().requires_grad_(False)
+    if isinstance(m, JointAutoregressive):
+        m.attach_integer_hyper(m.calibrate(torch.stack([smooth_image(128, 192, s)
+                                                        for s in range(2)])))
+    m.info = ModelInfo(zoo.fingerprint(m))
+    return m
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +148,66 @@ def test_the_companion_file_belongs_to_its_weights(plain, rectified, tmp_path):
         zoo.load_rectifier(weights, 0)  # a weights file, not a companion
 
 
+@pytest.mark.parametrize("arch", ["bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018",
+                                  "cheng2020-attn"])
+def test_every_imported_kind_decodes_with_its_companion(arch, tmp_path):
+    weights = tmp_path / "w.safetensors"
+    zoo.save_weights(_imported(arch), weights, storage="float32")
+    model = zoo.load_weights(weights)
+    if isinstance(model, JointAutoregressive):
+        zoo.save_integer_hyper(_imported(arch).integer_hyper, model,
+                               zoo.companion(weights, "integer_hyper"))
+    zoo.save_rectifier(_decoder(model), model, zoo.companion(weights, "rectifier"))
+    model = zoo.load_weights(weights)
+    codec = Codec(weights=str(weights))
+    data = codec.compress(IMAGE)
+    assert format.unpack(data)[0].rectifier
+    y_hat, means, scales = model.decoder_latents(model.analyze(model.pad(IMAGE[None])))
+    expected_qr = model.rectifier.synthesize(y_hat, means, scales)[0, :, :70, :90]
+    expected_plain = model.synthesize(y_hat)[0, :, :70, :90]
+    assert torch.allclose(codec.decompress(data), expected_qr, atol=1e-5)
+    assert torch.allclose(codec.decompress(data, rectifier=False), expected_plain, atol=1e-5)
+    assert (expected_qr - expected_plain).abs().max() > 1e-3
+
+
+def test_the_wavefront_gives_every_decoded_position_its_own_step_params():
+    model = _imported("mbt2018")
+    y, z = model.analyze(model.pad(IMAGE[None]))
+    _, wave = model._code(y, z)
+    scales, means = wave.decoded_params()
+    for t in range(wave.steps):
+        rows, cols = wave.positions(t)
+        _, step_scales, step_means = wave.step(t)  # the same layers, the same taps
+        assert torch.equal(scales[:, :, rows, cols], step_scales)
+        assert torch.equal(means[:, :, rows, cols], step_means)
+    assert ((wave.y_fixed - means) % (1 << FRAC_BITS) == 0).all()  # y_hat - means: symbols
+
+
+def test_decoder_only_is_phase_two_without_the_rectifier(images):
+    model = _model()
+    crops = coded_crops(model, images, 8, 64, seed=0)
+    decoder = train_phase2(model, 0.01, crops, alpha=1.0, steps=3, batch=2, decoder_only=True)
+    assert decoder.rectifier is None and decoder.config.decoder_only
+    assert not torch.equal(decoder.g_s[0].conv.weight, model.g_s[0].conv.weight)  # it trained
+    model.attach_rectifier(decoder)
+    codec = Codec(weights=model)
+    data = codec.compress(IMAGE)
+    y_hat, _, _ = model.decoder_latents(model.analyze(model.pad(IMAGE[None])))
+    assert torch.allclose(codec.decompress(data), decoder.g_s.synthesize(y_hat)[0, :, :70, :90],
+                          atol=1e-5)
+    assert torch.allclose(codec.decompress(data, rectifier=False),
+                          model.synthesize(y_hat)[0, :, :70, :90], atol=1e-5)
+
+
+def test_g_s_learns_at_its_own_rate(images):
+    model = _model()
+    crops = coded_crops(model, images, 8, 64, seed=0)
+    decoder = train_phase2(model, 0.01, crops, alpha=1.0, steps=2, batch=2, g_s_lr=0.0,
+                           width=16, blocks=1)
+    assert torch.equal(decoder.g_s[0].conv.weight, model.g_s[0].conv.weight)
+    assert decoder.rectifier.tail.weight.abs().max() > 0  # the rectifier trained
+
+
 def test_kinds_without_a_rectifier_refuse_one(plain):
     model = ChannelConditional(ChannelConfig(N=16, M=24, slices=2, hidden=8))
     with pytest.raises(ValueError, match="do not decode with a quantization rectifier"):
@@ -179,6 +262,17 @@ def test_rectify_command_and_the_cli(images, tmp_path, capsys):
         cli_main(["decompress", str(nic), str(tmp_path / "x.png"), "--weights", str(weights),
                   *extra])
     assert Image.open(tmp_path / "x.png").size == (90, 70)
+
+
+def test_rectify_decoder_only_command(images, tmp_path, capsys):
+    weights = tmp_path / "w.safetensors"
+    zoo.save_weights(_imported("bmshj2018-factorized"), weights, storage="float32")
+    train_main(["rectify", str(weights), "--decoder-only", "--data", str(images), "--steps", "2",
+                "--crops", "8", "--batch", "2", "--lam", "0.01"])
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["decoder_only"] and report["alpha"] == 0 and "search" not in report
+    decoder = zoo.load_weights(weights).rectifier
+    assert decoder.rectifier is None and decoder.config.decoder_only
 
 
 def test_rectify_refuses_a_kind_without_one(images, tmp_path):

@@ -150,6 +150,11 @@ class CodingModel(nn.Module):
         image comes from the `rectifier` decoder (only ever asked of RECTIFIABLE kinds)."""
         raise NotImplementedError
 
+    def decoder_latents(self, latents: Latents) -> tuple[Tensor, Tensor, Tensor]:
+        """What `decode` has of these latents before synthesis: (y_hat float32, means, scales),
+        each (B, M, h, w); a rectifier's inputs, and its training data (RECTIFIABLE kinds)."""
+        raise NotImplementedError(f"{type(self).__name__} does not decode with a rectifier")
+
     def tables(self) -> CdfTables:
         """Every CDF table the passes index, built once (cached until `invalidate`)."""
         raise NotImplementedError

@@ -141,7 +141,7 @@ class ChengSynthesis(nn.Sequential):
                   *([AttentionBlock(N)] if attention else []), ResidualBlock(N),
                   ResidualBlockUpsample(N, N), ResidualBlock(N), SubpelConv(N, 3)]
         super().__init__(*stages)
-        self.halo = SYNTHESIS_HALO[attention]
+        self.attention, self.halo = attention, SYNTHESIS_HALO[attention]
 
     def synthesize(self, y_hat: Tensor) -> Tensor:
         """The decoder's image, float32, clamped to [0, 1]."""

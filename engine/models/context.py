@@ -13,7 +13,8 @@ decoding every position with the same w + 3h at once, instead of CompressAI's H*
 the context and the entropy parameters run on exact integers (`IntegerContext`, the weights'
 `NAME.int.safetensors` companion, made when importing): a stream decodes to the same symbols on
 every machine, thread count, batch size and device. Pass k > 0 holds step k-1's symbols, (M, 1,
-P) in channel-major order.
+P) in channel-major order. A quantization rectifier (`engine.models.rectifier`) gets the means
+and scales of every position from one pass over the decoded wavefront (`decoded_params`).
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class JointAutoregressive(CodingModel):
     KIND_ID = 6
     CONFIG = ContextConfig
     INTEGER_HYPER = True
+    RECTIFIABLE = True
 
     def __init__(self, config: ContextConfig = ContextConfig()) -> None:
         super().__init__()
@@ -139,7 +141,16 @@ class JointAutoregressive(CodingModel):
             return y, self.h_a(y)
 
     def encode_latents(self, latents: Latents, quality: float) -> Encoded:
-        y, z = latents
+        return self._code(*latents)[0]
+
+    def decoder_latents(self, latents: Latents) -> tuple[Tensor, Tensor, Tensor]:
+        """(y_hat, means, scales float64) as the decoder has them: the integer wavefront's."""
+        wave = self._code(*latents)[1]
+        scales, means = wave.decoded_params()
+        return wave.y_hat(), _real(means), _real(scales)
+
+    def _code(self, y: Tensor, z: Tensor) -> tuple[Encoded, Wavefront]:
+        """The coding passes of (y, z), and the wavefront that coded them."""
         z_sym = self.entropy_z.symbols(z)
         z_hat = self.entropy_z.dequantize(z_sym)
         wave = self._wavefront(z_hat)
@@ -156,7 +167,7 @@ class JointAutoregressive(CodingModel):
             symbols.append(sym.flatten(1))
             indexes.append(idx.flatten(1) + self.config.N)
             bits += step_bits.double()
-        return Encoded(symbols=symbols, indexes=indexes, bits=bits, integer=True)
+        return Encoded(symbols=symbols, indexes=indexes, bits=bits, integer=True), wave
 
     def decode(self, batch: int, height: int, width: int, quality: float,
                device: torch.device, integer: bool = False, rectify: bool = False
@@ -172,6 +183,9 @@ class JointAutoregressive(CodingModel):
             idx, _, means = wave.step(t)
             sym = yield idx.flatten(1) + self.config.N
             wave.put(t, sym.to(device).view(means.shape), means)
+        if rectify:  # the codec checked that there is a rectifier
+            scales, means = wave.decoded_params()
+            return self.rectifier.synthesize(wave.y_hat(), _real(means), _real(scales))
         return self.synthesize(wave.y_hat())
 
     def tables(self) -> CdfTables:

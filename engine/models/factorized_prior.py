@@ -31,6 +31,7 @@ class FactorizedPrior(CodingModel):
     CONFIG = ModelConfig
     ALIGN = 16
     WHOLE_PASSES = 0
+    RECTIFIABLE = True
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
@@ -71,7 +72,20 @@ class FactorizedPrior(CodingModel):
                ) -> Decoding:
         (y_shape,) = self.pass_shapes(height, width)
         y_sym = yield self.entropy_y.indexes(y_shape, device).expand(batch, -1)
-        return self.synthesize(self.entropy_y.dequantize(y_sym.to(device).view(batch, *y_shape)))
+        y_hat = self.entropy_y.dequantize(y_sym.to(device).view(batch, *y_shape))
+        if rectify:  # the codec checked that there is a rectifier
+            return self.rectifier.synthesize(y_hat, *self._rectifier_side(y_hat))
+        return self.synthesize(y_hat)
+
+    def decoder_latents(self, latents: Latents) -> tuple[Tensor, Tensor, Tensor]:
+        y_hat = self.entropy_y.dequantize(self.entropy_y.symbols(latents[0]))
+        return (y_hat, *self._rectifier_side(y_hat))
+
+    def _rectifier_side(self, y_hat: Tensor) -> tuple[Tensor, Tensor]:
+        """A rectifier's (means, scales) for y_hat: the channels' medians (the rounding's
+        offsets) and ones (there is no scale: one density per channel)."""
+        means = self.entropy_y.medians.view(1, -1, 1, 1).to(y_hat).expand_as(y_hat)
+        return means, torch.ones_like(y_hat)
 
     def bits(self, y_sym: Tensor) -> Tensor:
         """(B,) estimated bits of each image's symbols y_sym (B, M, h, w). A symbol's likelihood

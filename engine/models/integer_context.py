@@ -183,6 +183,18 @@ class Wavefront:
         rows, cols = self.positions(t)
         return wavefront_step(self.taps, rows, cols, self.params_acc, self.layers)
 
+    def decoded_params(self) -> tuple[Tensor, Tensor]:
+        """(scales, means) of every position, each (B, M, h, w) int64 (2^-FRAC_BITS units), once
+        all are decoded: a position's context holds only positions decoded before it, so these
+        are the integers its own step computed. In chunks of positions (memory)."""
+        rows, cols = (g.flatten() for g in torch.meshgrid(
+            torch.arange(self.height, device=self.taps.device),
+            torch.arange(self.width, device=self.taps.device), indexing="ij"))
+        parts = [wavefront_step(self.taps, r, c, self.params_acc, self.layers)[1:]
+                 for r, c in zip(rows.split(4096), cols.split(4096), strict=True)]
+        shape = (self.taps.shape[0], self.M, self.height, self.width)
+        return tuple(torch.cat([p[i] for p in parts], dim=2).view(shape) for i in range(2))
+
     def put(self, t: int, symbols: Tensor, means: Tensor) -> None:
         """Step t's decoded values: symbols (B, M, P) integers, means as `step` gave them."""
         rows, cols = self.positions(t)

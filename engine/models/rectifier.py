@@ -13,30 +13,58 @@ scales of the entropy model (it needed them to decode), so the rectifier may use
 
 Soft-to-predictive training (`engine.train.rectify`) freezes the encoder and hard quantization:
 the symbols, and so the streams, do not change; a model's `RectifiedDecoder` (rectifier and its
-own g_s) is a second decoder of the same streams, kept in a companion file beside the weights.
+own g_s, of the model's synthesis architecture) is a second decoder of the same streams, kept in
+a companion file beside the weights. Its ablation, `decoder_only`, has no rectifier: g_s alone
+fine-tuned on the rounded latents by the same phase 2.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
+from .cheng import ChengSynthesis
 from .layers import conv, leaky_relu
 from .transforms import Synthesis
 
+if TYPE_CHECKING:
+    from .base import CodingModel
+
 LOG_SCALE_FLOOR = 1e-3  # scales below this are one table anyway; keeps log finite
+# The synthesis transforms a rectified decoder may end in, by name: (N, M) -> g_s.
+SYNTHESES = {"balle": Synthesis,
+             "cheng2020-anchor": lambda N, M: ChengSynthesis(N, attention=False),
+             "cheng2020-attn": lambda N, M: ChengSynthesis(N, attention=True)}
+
+
+def synthesis_name(g_s: nn.Module) -> str:
+    """The `SYNTHESES` name of a model's g_s."""
+    if isinstance(g_s, ChengSynthesis):
+        return "cheng2020-attn" if g_s.attention else "cheng2020-anchor"
+    if isinstance(g_s, Synthesis):
+        return "balle"
+    raise ValueError(f"no rectified decoder ends in a {type(g_s).__name__}")
 
 
 @dataclass(frozen=True)
 class RectifierConfig:
-    """Architecture of a rectified decoder; stored in its companion file."""
+    """Architecture of a rectified decoder; stored in its companion file. `decoder_only`: no
+    rectifier, g_s alone (phase 2's ablation)."""
 
     N: int  # the synthesis transform's width
     M: int  # latent channels
     width: int = 128
     blocks: int = 3
+    synthesis: str = "balle"  # a key of SYNTHESES
+    decoder_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.synthesis not in SYNTHESES:
+            raise ValueError(f"synthesis must be one of {sorted(SYNTHESES)}, not "
+                             f"{self.synthesis!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,22 +127,39 @@ class Rectifier(nn.Module):
 
 
 class RectifiedDecoder(nn.Module):
-    """The second decoder of a model's streams: the rectifier and a synthesis transform trained
-    with it. (y_hat, means, scales) (B, M, h, w) -> x_hat (B, 3, 16h, 16w)."""
+    """The second decoder of a model's streams: the rectifier (None when `decoder_only`) and a
+    synthesis transform trained with it. (y_hat, means, scales) (B, M, h, w) -> x_hat
+    (B, 3, 16h, 16w)."""
 
     def __init__(self, config: RectifierConfig) -> None:
         super().__init__()
         self.config = config
-        self.rectifier = Rectifier(config.M, config.width, config.blocks)
-        self.g_s = Synthesis(config.N, config.M)
+        self.rectifier = (None if config.decoder_only
+                          else Rectifier(config.M, config.width, config.blocks))
+        self.g_s = SYNTHESES[config.synthesis](config.N, config.M)
+
+    @classmethod
+    def of(cls, model: CodingModel, width: int = 128, blocks: int = 3,
+           decoder_only: bool = False) -> RectifiedDecoder:
+        """A rectified decoder for `model` (a RECTIFIABLE kind), its rectifier the identity and
+        its g_s a copy of the model's."""
+        config = RectifierConfig(model.config.N, model.config.M, width, blocks,
+                                 synthesis_name(model.g_s), decoder_only)
+        decoder = cls(config)
+        decoder.g_s.load_state_dict(model.g_s.state_dict())
+        return decoder
+
+    def rectify(self, y_hat: Tensor, means: Tensor, scales: Tensor) -> Tensor:
+        """What g_s decodes: the rectifier's prediction of y (y_hat itself when decoder-only)."""
+        return y_hat if self.rectifier is None else self.rectifier(y_hat, means, scales)
 
     def forward(self, y_hat: Tensor, means: Tensor, scales: Tensor) -> Tensor:
         """Training: x_hat unclamped."""
-        return self.g_s(self.rectifier(y_hat, means, scales))
+        return self.g_s(self.rectify(y_hat, means, scales))
 
     def synthesize(self, y_hat: Tensor, means: Tensor, scales: Tensor) -> Tensor:
         """The decoder's image, float32, clamped to [0, 1]; the rectifier runs in float32 (it
-        is small), g_s as the model's own does (`Synthesis.synthesize`)."""
+        is small), g_s as the model's own does (`synthesize` of its transform)."""
         with torch.autocast(y_hat.device.type, enabled=False):
-            y_tilde = self.rectifier(y_hat.float(), means.float(), scales.float())
+            y_tilde = self.rectify(y_hat.float(), means.float(), scales.float())
         return self.g_s.synthesize(y_tilde)

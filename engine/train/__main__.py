@@ -88,6 +88,9 @@ def _rectify(argv: list[str]) -> None:
     p.add_argument("weights")
     p.add_argument("--data", default="../shared/data/train")
     p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--decoder-only", action="store_true",
+                   help="the ablation: phase 2 without the rectifier (g_s alone fine-tuned on "
+                        "the rounded latents), written to the same file")
     p.add_argument("--alpha", type=float, default=None,
                    help="the rectifier coefficient (default: searched)")
     p.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS),
@@ -96,14 +99,19 @@ def _rectify(argv: list[str]) -> None:
     p.add_argument("--crops", type=int, default=3072, help="training crops, coded once")
     p.add_argument("--crop", type=int, default=192, help="their side, in pixels")
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr", type=float, default=1e-4,
+                   help="the rectifier's learning rate")
+    p.add_argument("--g-s-lr", type=float, default=None,
+                   help="g_s's learning rate (default: 1/100 of --lr, with --decoder-only too)")
     p.add_argument("--lam", type=float, default=None,
                    help="lambda of the distortion term (default: the weights' own)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     report = rectify_file(a.weights, a.data, steps=a.steps, alpha=a.alpha,
                           alphas=tuple(a.alphas), search_steps=a.search_steps, crops=a.crops,
-                          crop=a.crop, batch=a.batch, lr=a.lr, lam=a.lam, seed=a.seed)
+                          crop=a.crop, batch=a.batch, lr=a.lr, g_s_lr=a.g_s_lr, lam=a.lam,
+                          seed=a.seed,
+                          decoder_only=a.decoder_only)
     print(json.dumps(report))
 
 

@@ -1,12 +1,16 @@
 """Soft-to-predictive training of a quantization rectifier (Luo, Chen, arXiv 2403.17236, 2024).
 
     python -m engine.train rectify WEIGHTS [--steps 4000] [--alpha A | --alphas A1 A2 ...]
+        [--lr 1e-4] [--g-s-lr 1e-6]
+    python -m engine.train rectify WEIGHTS --decoder-only [--steps 4000] [--g-s-lr 1e-6]
 
 writes NAME.qr.safetensors beside WEIGHTS (`engine.zoo.companion`): a second decoder of the
-weights' streams. Phase 1 ("soft") is the model's ordinary training; this is phase 2
-("predictive"): the encoder and the hard quantization are frozen (g_a, h_a, h_s and the entropy
-models do not change, so neither do the symbols, the rate or the streams) and the rectifier and a
-copy of g_s are trained on the decoder's own inputs with
+weights' streams. `--decoder-only` is the ablation: the same phase 2 (steps, data, learning
+rates) without the rectifier, g_s alone fine-tuned on the rounded latents. Phase 1 ("soft") is
+the model's ordinary training; this is phase 2 ("predictive"): the encoder and the hard
+quantization are frozen (g_a, h_a, h_s and the entropy models do not change, so neither do the
+symbols, the rate or the streams) and the rectifier and a copy of g_s are trained on the
+decoder's own inputs with
 
     loss = lambda 255^2 MSE(x, g_s(QR(y_hat))) + alpha mean((QR(y_hat) - y)^2)
 
@@ -14,8 +18,8 @@ copy of g_s are trained on the decoder's own inputs with
 held-out PSNR for each, the grid extended while the best alpha is at its end.
 
 1. Data: training crops through the frozen encoder, once: x, y, and (y_hat, means, scales) as
-   the decoder computes them (`MeanScaleHyperprior.decoder_latents`).
-2. The alpha search, unless --alpha is given.
+   the decoder computes them (`CodingModel.decoder_latents`).
+2. The alpha search, unless --alpha or --decoder-only is given.
 3. The long run with the chosen alpha; held-out PSNR of both decoders before and after.
 """
 
@@ -30,7 +34,7 @@ from torch import Tensor
 
 from ..images import list_images
 from ..models import CodingModel
-from ..models.rectifier import RectifiedDecoder, RectifierConfig
+from ..models.rectifier import RectifiedDecoder
 from ..zoo import companion, load_weights, save_rectifier
 from .data import RandomCrops
 
@@ -89,17 +93,23 @@ def held_out_psnr(decode: torch.nn.Module | None, model: CodingModel, crops: Cod
 
 
 def train_phase2(model: CodingModel, lam: float, crops: CodedCrops, alpha: float, steps: int,
-                 batch: int = 8, lr: float = 1e-4, seed: int = 0, width: int = 128,
-                 blocks: int = 3, log_every: int = 0) -> RectifiedDecoder:
-    """Phase 2: a rectifier (zero at the start) and a copy of g_s trained with the loss of the
-    module docstring. g_s, already trained, learns at G_S_LR times the rectifier's `lr` (at a
-    tenth of it, it first left its optimum); both drop tenfold for the last fifth of the steps."""
+                 batch: int = 8, lr: float = 1e-4, g_s_lr: float | None = None, seed: int = 0,
+                 width: int = 128, blocks: int = 3, decoder_only: bool = False,
+                 log_every: int = 0) -> RectifiedDecoder:
+    """Phase 2: a rectifier (zero at the start; none if `decoder_only`) and a copy of g_s
+    trained with the loss of the module docstring. g_s, already trained, learns at `g_s_lr`,
+    by default G_S_LR times the rectifier's `lr` (at a tenth of it, the shipped models' g_s first
+    left its optimum), with or without a rectifier, so that the two differ by the rectifier
+    alone; both drop tenfold for the last fifth of the steps. The crops are drawn in the same
+    order either way."""
     torch.manual_seed(seed)
-    decoder = RectifiedDecoder(RectifierConfig(model.config.N, model.config.M, width, blocks))
-    decoder.g_s.load_state_dict(model.g_s.state_dict())
+    decoder = RectifiedDecoder.of(model, width, blocks, decoder_only)
     decoder.train().requires_grad_(True)
-    opt = torch.optim.Adam([{"params": decoder.rectifier.parameters(), "lr": lr},
-                            {"params": decoder.g_s.parameters(), "lr": lr * G_S_LR}])
+    g_s_lr = lr * G_S_LR if g_s_lr is None else g_s_lr
+    groups = [{"params": decoder.g_s.parameters(), "lr": g_s_lr}]
+    if decoder.rectifier is not None:
+        groups.append({"params": decoder.rectifier.parameters(), "lr": lr})
+    opt = torch.optim.Adam(groups)
     g = torch.Generator().manual_seed(seed)
     for step in range(steps):
         if step == int(steps * 0.8):
@@ -107,7 +117,7 @@ def train_phase2(model: CodingModel, lam: float, crops: CodedCrops, alpha: float
                 group["lr"] /= 10
         x, y, y_hat, means, scales = crops.batch(torch.randint(0, len(crops), (batch,),
                                                                generator=g))
-        y_tilde = decoder.rectifier(y_hat, means, scales)
+        y_tilde = decoder.rectify(y_hat, means, scales)
         mse = (decoder.g_s(y_tilde) - x).square().mean()
         loss = lam * 255**2 * mse + alpha * (y_tilde - y).square().mean()
         opt.zero_grad()
@@ -150,9 +160,11 @@ def search_alpha(model: CodingModel, lam: float, train: CodedCrops, held: CodedC
 def rectify(model: CodingModel, data: str | Path, steps: int = 4000,
             alpha: float | None = None, alphas: tuple[float, ...] = ALPHAS,
             search_steps: int = 500, crops: int = 3072, crop: int = 192,
-            lam: float | None = None, seed: int = 0, **options) -> tuple[RectifiedDecoder, dict]:
-    """The rectified decoder of `model` and a report (the alpha search's runs, the chosen
-    alpha, held-out PSNR of both decoders on crops // 8 other crops)."""
+            lam: float | None = None, seed: int = 0, decoder_only: bool = False, **options
+            ) -> tuple[RectifiedDecoder, dict]:
+    """The rectified decoder of `model` (with `decoder_only`, its g_s alone fine-tuned: no
+    rectifier, no alpha) and a report (the alpha search's runs, the chosen alpha, held-out PSNR
+    of both decoders on crops // 8 other crops)."""
     if not model.RECTIFIABLE:
         raise ValueError(f"{model.ARCH} models do not decode with a quantization rectifier")
     lam = model.training_lambda(model.info.quality) if lam is None else lam
@@ -161,23 +173,27 @@ def rectify(model: CodingModel, data: str | Path, steps: int = 4000,
     train = coded_crops(model, data, crops, crop, seed)
     test = coded_crops(model, data, max(1, crops // 8), crop, seed + 1)
     report: dict = {"lambda": lam, "steps": steps, "crops": crops, "crop": crop,
-                    "psnr_without": held_out_psnr(None, model, test)}
-    print(f"held-out PSNR without the rectifier: {report['psnr_without']:.4f} dB", flush=True)
-    if alpha is None:
+                    "decoder_only": decoder_only, "psnr_without": held_out_psnr(None, model, test)}
+    print(f"held-out PSNR of the model's own decoder: {report['psnr_without']:.4f} dB",
+          flush=True)
+    if decoder_only:
+        alpha = 0.0  # without a rectifier, y_tilde = y_hat: the term is a constant
+    elif alpha is None:
         report["search"] = search_alpha(model, lam, train, test, search_steps, alphas, seed=seed,
                                         **options)
         report["search_steps"] = search_steps
         alpha = max(report["search"], key=lambda r: r["psnr"])["alpha"]
     report["alpha"] = alpha
-    decoder = train_phase2(model, lam, train, alpha, steps, seed=seed, log_every=500,
-                           **options)
+    decoder = train_phase2(model, lam, train, alpha, steps, seed=seed,
+                           decoder_only=decoder_only, log_every=500, **options)
     report["psnr_with"] = held_out_psnr(decoder, model, test)
     report["gain_db"] = report["psnr_with"] - report["psnr_without"]
     return decoder, report
 
 
 def rectify_file(weights: str | Path, data: str | Path, **options) -> dict:
-    """Write WEIGHTS's rectified decoder (NAME.qr.safetensors); returns `rectify`'s report."""
+    """Write WEIGHTS's rectified decoder (NAME.qr.safetensors; with decoder_only=True, its
+    fine-tuned g_s alone, in the same file); returns `rectify`'s report."""
     model = load_weights(weights)
     model.attach_rectifier(None)  # never start from a companion already there
     decoder, report = rectify(model, data, **options)
