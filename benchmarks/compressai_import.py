@@ -52,6 +52,7 @@ from engine import Codec  # noqa: E402
 from engine.images import list_images, to_batch  # noqa: E402
 from engine.metrics import psnr  # noqa: E402
 from engine.train.data import RandomCrops  # noqa: E402
+from engine.zoo import load_weights  # noqa: E402
 from engine.zoo.compressai import ZOO_LAMBDAS, convert_state_dict, read_checkpoint  # noqa: E402
 
 ARCHS = ("bmshj2018-hyperprior", "mbt2018-mean", "bmshj2018-factorized", "mbt2018",
@@ -72,6 +73,7 @@ NOTES = (
     "of the factorized model also evaluates its density for the rate estimate (tens of small "
     "tensor operations), which CompressAI's compress does not.")
 QUALITY = 3  # N=128, M=192; lambda ZOO_LAMBDAS[3]
+CONTEXT_ARCHS = {"mbt2018", "cheng2020-anchor", "cheng2020-attn"}
 
 
 def compressai_model(arch: str):
@@ -146,6 +148,14 @@ def import_command(ckpt: Path, arch: str) -> tuple[Path, str]:
     return out, done.stdout.strip()
 
 
+def in_memory(state: dict, arch: str, weights_file: Path):
+    """The checkpoint converted in memory (float32 tensors), with the weights file's integer
+    network where it has one (the context models code only with theirs)."""
+    model = convert_state_dict(state, arch)
+    model.attach_integer_hyper(load_weights(weights_file).integer_hyper)
+    return model
+
+
 def compare(arch: str, ckpt: Path, weights_file: Path, images: list[Path]) -> dict:
     """Both codecs on every image, back to back; per-image figures."""
     from compressai.ops import compute_padding
@@ -156,7 +166,7 @@ def compare(arch: str, ckpt: Path, weights_file: Path, images: list[Path]) -> di
     theirs.load_state_dict(state)
     theirs.eval().update()
     codecs = {"ours": Codec(weights=weights_file, precision="float32"),
-              "ours32": Codec(weights=convert_state_dict(state, arch), precision="float32")}
+              "ours32": Codec(weights=in_memory(state, arch, weights_file), precision="float32")}
 
     def cai(x):
         pad, unpad = compute_padding(*x.shape[2:], min_div=64)
@@ -255,10 +265,10 @@ def main() -> None:
         f"lr {a.lr:g}, "
         f"lambda {ZOO_LAMBDAS[QUALITY]}. The checkpoints are imported with "
         f"`python -m engine.zoo import-compressai CKPT OUT --arch ARCH --quality {QUALITY}` "
-        "(float16 storage, the engine's default) and coded with "
+        "(float32 storage, the importer's default) and coded with "
         "`engine.Codec(weights=OUT, precision=\"float32\")`; the PSNR difference in brackets is "
-        "with the same weights as float32 tensors in memory (`convert_state_dict`), i.e. "
-        "without the float16 storage. CompressAI pads as its eval_model does (zeros around, to "
+        "with the checkpoint converted in memory (`convert_state_dict`) instead of the weights "
+        "file. CompressAI pads as its eval_model does (zeros around, to "
         "a multiple of 64), this engine bottom and right by replication; Kodak's sizes are "
         "multiples of 64, so neither pads. PSNR is on 8-bit RGB of the whole decoded image, "
         "sizes are CompressAI's strings against this engine's whole stream (header and CRC "
@@ -274,7 +284,11 @@ def main() -> None:
         *lines, "", "The importer said: " + "; ".join(imports) + "."])
     print(text)
     if a.write:
-        write_section("compressai_import", "CompressAI checkpoints imported (CPU)", text)
+        if set(a.archs) <= CONTEXT_ARCHS:  # a section of their own beside the hyperpriors'
+            write_section("compressai_import_context", "CompressAI's context models imported "
+                          "(CPU)", text)
+        else:
+            write_section("compressai_import", "CompressAI checkpoints imported (CPU)", text)
 
 
 if __name__ == "__main__":
