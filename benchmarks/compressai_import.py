@@ -256,10 +256,10 @@ def main() -> None:
             lines.append(line)
     text = "\n".join([
         f"Date {date.today()}, commit {commit()}, {cpu()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}, CompressAI {compressai.__version__}; all {len(images)} "
-        f"Kodak images. Load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} "
-        "at the end (the machine was shared: the times are of both codecs interleaved image by "
-        "image, so their ratio is fairer than their values).",
+        f"torch {torch.__version__}, CompressAI {compressai.__version__}; the first "
+        f"{len(images)} Kodak images. Load average {load_before:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end (the machine was shared: the times are of both "
+        "codecs interleaved image by image, so their ratio is fairer than their values).",
         f"Command: `python benchmarks/compressai_import.py {' '.join(sys.argv[1:])}`. Training: "
         f"{a.steps} steps of CompressAI's loop, batch {a.batch} of {a.crop}x{a.crop} crops, "
         f"lr {a.lr:g}, "

@@ -27,7 +27,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from . import zoo  # noqa: E402
-from .codec import DEFAULT_MODEL, DEFAULT_QUALITY, Codec
+from .codec import DEFAULT_MODEL, DEFAULT_QUALITY, Codec, check_quality_number
 from .errors import CodecError, DeviceUnavailable, UsageError
 from .images import ImageLike
 from .refine import Refine
@@ -42,6 +42,7 @@ _lock = threading.Lock()
 
 
 def _codec(model: str, quality: float, device: Device) -> Codec:
+    check_quality_number(quality)  # before the cache: True would find the codec of quality 1
     key = (model, quality, str(device))
     with _lock:
         if key not in _codecs:

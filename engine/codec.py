@@ -79,8 +79,7 @@ class Codec:
                  precision: str = "auto", model: str = DEFAULT_MODEL) -> None:
         self.precision = check_precision(precision)
         self.device = check_device(device)
-        if isinstance(quality, bool) or not isinstance(quality, numbers.Real):
-            raise TypeError(f"quality must be a number, not {quality!r}")
+        check_quality_number(quality)
         if stream_bytes < 1 or max_pixels < 1 or threads < 0:
             raise ValueError("stream_bytes and max_pixels must be positive, threads >= 0")
         self.threads = threads or torch.get_num_threads()
@@ -523,6 +522,12 @@ def read_stream(path: str | Path) -> bytes:
     except CodecError as e:
         raise CodecError(f"{path}: {e}") from None
     return data
+
+
+def check_quality_number(quality: object) -> None:
+    """TypeError unless `quality` is a real number (True is not a quality, though it equals 1)."""
+    if isinstance(quality, bool) or not isinstance(quality, numbers.Real):
+        raise TypeError(f"quality must be a number, not {quality!r}")
 
 
 def _budget(max_bytes: int | None, target_bpp: float | None, x: torch.Tensor) -> int:
