@@ -128,11 +128,7 @@ class IntegerContext(IntegerHyper):
 
     def forward(self, z_hat: Tensor) -> Tensor:
         """z_hat (B, N, h, w) -> the params (B, 2M, 4h, 4w), int8."""
-        net = self if z_hat.device.type == "cpu" else self._on_device(z_hat.device)
-        v = torch.round(z_hat.double() * 2.0 ** int(net.input_shift)).clamp(*INT8).to(torch.int8)
-        for layer in net.layers:
-            v = layer(v)
-        return v
+        return self.integers(z_hat)
 
     def wavefront(self, params: Tensor) -> Wavefront:
         """The decoding state of images whose h_s gave `params` (B, 2M, h, w) int8."""

@@ -154,11 +154,16 @@ class IntegerHyper(nn.Module):
 
     def forward(self, z_hat: Tensor) -> Tensor:
         """z_hat (B, N, h, w) -> (scales, means) as (B, 2M, 4h, 4w) float64."""
+        return self.integers(z_hat).double() * 2.0**-FRAC_BITS
+
+    def integers(self, z_hat: Tensor) -> Tensor:
+        """z_hat (B, N, h, w) -> the last layer's integers: int64 fixed point (FIXED), or int8
+        (PLAIN_INT8: the joint autoregressive model's params)."""
         net = self if z_hat.device.type == "cpu" else self._on_device(z_hat.device)
         v = torch.round(z_hat.double() * 2.0 ** int(net.input_shift)).clamp(*INT8).to(torch.int8)
         for layer in net.layers:
             v = layer(v)
-        return v.double() * 2.0**-FRAC_BITS
+        return v
 
     def scale_bounds(self, device: torch.device) -> Tensor:
         """The table index rule's bounds, float64: a scale's index is how many lie strictly below
