@@ -1,11 +1,14 @@
 """This engine against CompressAI, side by side in one run, on the same image and symbols.
 
-    python benchmarks/vs_compressai.py [--image PATH] [--repeat 5] [--write]
+    python benchmarks/vs_compressai.py [--image PATH] [--repeat 5] [--threads 2 1] [--write]
 
 Both sides use the mean-scale hyperprior at N=128, M=192 with random weights (only timing is
-compared). Measured: compress and decompress time of one image; entropy-coder throughput on the
-same symbols and table indexes on one thread; peak memory of compress and decompress at 768x512
-and 4000x3000 (each in a fresh process). `--write` puts the table into benchmarks/RESULTS.md.
+compared). Measured: compress and decompress time of one image at each thread count, in fresh
+processes: one under the engine's heap policy (engine/heap.py, which `import engine` applies
+to the whole process, so CompressAI beside it gets it too) and one with glibc's defaults
+(NICENGINE_HEAP=system: CompressAI as its users run it); entropy-coder throughput on the same
+symbols and table indexes on one thread; peak memory of compress and decompress at 768x512 and
+4000x3000 (each in a fresh process). `--write` puts the table into benchmarks/RESULTS.md.
 
 CompressAI is installed without its dependencies (its torchvision does not load beside the CPU
 torch here; it imports torchvision only to fill a registry, so a stand-in module is used):
@@ -16,7 +19,9 @@ torch here; it imports torchvision only to fill a registry, so a stand-in module
 from __future__ import annotations
 
 import argparse
-import platform
+import json
+import os
+import subprocess
 import sys
 import types
 from datetime import date
@@ -29,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KODIM = ROOT.parent / "shared" / "data" / "kodak" / "kodim23.png"
 sys.path.insert(0, str(ROOT))
 
-from results_md import commit, write_section  # noqa: E402
+from results_md import commit, cpu, write_section  # noqa: E402
 from timing import best_of, peak_rss_in_child, print_peak_rss  # noqa: E402
 
 
@@ -79,11 +84,21 @@ def load_image(path: Path | None, h: int = 512, w: int = 768) -> torch.Tensor:
     return torch.rand(1, 3, h, w, generator=g)
 
 
+HEAPS = {"engine": "the engine's heap policy", "system": "glibc's defaults"}
+
+
+def time_codecs_in_child(image: Path, repeat: int, threads: int, heap: str) -> dict[str, float]:
+    """`time_codecs` in a fresh process with `threads` threads and the heap policy `heap`."""
+    env = {**os.environ, "NICENGINE_HEAP": "system" if heap == "system" else "retain"}
+    run = subprocess.run([sys.executable, __file__, "--time", str(image), str(repeat),
+                          str(threads)], capture_output=True, text=True, check=True, env=env)
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 def time_codecs(x: torch.Tensor, repeat: int) -> dict[str, float]:
-    """ours: the default precision ("auto"); ours32: float32 throughout, like CompressAI;
-    oursint: the default precision with the integer hyper-decoder (instead of float64 h_s)."""
-    codec, theirs = models()
-    codec32, _ = models("float32")
+    """oursint: the default path (default precision, the integer hyper-decoder); ours32: float32
+    throughout, like CompressAI (h_s in float64)."""
+    codec32, theirs = models("float32")
     codec_int, _ = models(integer=True)
     with torch.inference_mode():
         out = theirs.compress(x)
@@ -92,7 +107,7 @@ def time_codecs(x: torch.Tensor, repeat: int) -> dict[str, float]:
             "cai_decompress": best_of(lambda: theirs.decompress(out["strings"], out["shape"]),
                                       repeat),
         }
-        for name, c in (("ours", codec), ("ours32", codec32), ("oursint", codec_int)):
+        for name, c in (("ours32", codec32), ("oursint", codec_int)):
             data = c.compress(x)
             times[f"{name}_compress"] = best_of(lambda c=c: c.compress(x), repeat)
             times[f"{name}_decompress"] = best_of(lambda c=c, d=data: c.decompress(d), repeat)
@@ -169,31 +184,49 @@ def measure_memory(side: str, op: str, h: int, w: int) -> dict[str, float]:
     return peak_rss_in_child(__file__, side, op, h, w)
 
 
-def report(codecs: dict, coders: dict, memory: dict, image: str) -> str:
+def report(codecs: dict, coders: dict, memory: dict, image: str, repeat: int) -> str:
+    """codecs: {(threads, heap): time_codecs' dict}."""
     from engine.precision import resolve
 
     n = coders["symbols"]
     dtype = str(resolve("auto", torch.device("cpu"))).removeprefix("torch.")
-    for name in ("ours", "ours32", "oursint", "cai"):
-        codecs[f"{name}_total"] = codecs[f"{name}_compress"] + codecs[f"{name}_decompress"]
+    for times in codecs.values():
+        for name in ("ours32", "oursint", "cai"):
+            times[f"{name}_total"] = times[f"{name}_compress"] + times[f"{name}_decompress"]
     lines = [
-        f"Date {date.today()}, commit {commit()}, {platform.processor() or platform.machine()} "
-        f"({torch.get_num_threads()} threads), torch {torch.__version__}; image: {image}.",
-        "Command: `python benchmarks/vs_compressai.py --write`. Both: mean-scale hyperprior "
-        f"N=128, M=192, random weights; best of several runs. nicengine runs at its default "
-        f"precision (g_a and g_s in {dtype} on this CPU; `engine.precision`) and, in the rows "
-        "marked float32, in float32 throughout like CompressAI; in the rows marked integer h_s, "
-        "with the exact integer hyper-decoder (`engine.models.integer_hyper`, the default "
-        "of models that have one) instead of h_s in float64.",
+        f"Date {date.today()}, commit {commit()}, {cpu()}, torch {torch.__version__}; "
+        f"image: {image}.",
+        f"Command: `python benchmarks/vs_compressai.py --repeat {repeat} --write`. Both: "
+        "mean-scale hyperprior N=128, M=192, random weights; best of several runs, each setting "
+        "in a fresh process. nicengine runs at its default precision (g_a and g_s in "
+        f"{dtype} on this CPU; `engine.precision`) with the exact integer hyper-decoder "
+        "(`engine.models.integer_hyper`, the default of the models that have one: the default "
+        "path); in the rows marked float32, in float32 throughout like CompressAI, with h_s "
+        "in float64. Heap: the engine's policy (engine/heap.py, which `import engine` applies "
+        "to the whole process: CompressAI beside it gets it too) or glibc's defaults "
+        "(NICENGINE_HEAP=system: how CompressAI's users run it).",
         "",
-        "| measure | nicengine | CompressAI | ratio (CompressAI / ours) |",
-        "| --- | --- | --- | --- |",
+        "| measure | threads | heap (both sides) | nicengine | CompressAI | "
+        "ratio (CompressAI / ours) |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
-    for name, label in (("ours", ""), ("ours32", ", float32"), ("oursint", ", integer h_s")):
-        for op, what in (("compress", "compress"), ("decompress", "decompress"),
-                         ("total", "compress + decompress")):
-            ours, cai = codecs[f"{name}_{op}"], codecs[f"cai_{op}"]
-            lines.append(f"| {what}{label} (s) | {ours:.3f} | {cai:.3f} | {cai / ours:.2f}x |")
+    for (threads, heap), times in codecs.items():
+        for name, label in (("oursint", ""), ("ours32", ", float32")):
+            for op, what in (("compress", "compress"), ("decompress", "decompress"),
+                             ("total", "compress + decompress")):
+                ours, cai = times[f"{name}_{op}"], times[f"cai_{op}"]
+                lines.append(f"| {what}{label} (s) | {threads} | {HEAPS[heap]} | {ours:.3f} | "
+                             f"{cai:.3f} | {cai / ours:.2f}x |")
+    for threads in sorted({t for t, _ in codecs}, reverse=True):
+        if (threads, "engine") in codecs and (threads, "system") in codecs:
+            ours, cai = codecs[(threads, "engine")], codecs[(threads, "system")]
+            for op, what in (("compress", "compress"), ("decompress", "decompress"),
+                             ("total", "compress + decompress")):
+                lines.append(f"| **{what}: the engine's default path against CompressAI as "
+                             f"installed** (s) | {threads} | each its own | "
+                             f"{ours[f'oursint_{op}']:.3f} | {cai[f'cai_{op}']:.3f} | "
+                             f"**{cai[f'cai_{op}'] / ours[f'oursint_{op}']:.2f}x** |")
+    lines += ["", "| measure | nicengine | CompressAI | ratio |", "| --- | --- | --- | --- |"]
     for op in ("encode", "decode"):
         ours, cai = n / coders[f"ours_{op}"] / 1e6, n / coders[f"cai_{op}"] / 1e6
         lines.append(f"| coder {op}, 1 thread (M symbols/s) | {ours:.1f} | {cai:.1f} | "
@@ -217,25 +250,30 @@ def main() -> None:
     p.add_argument("--symbols", type=int, default=2_000_000)
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
+    p.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     p.add_argument("--probe", nargs=4, help=argparse.SUPPRESS)
+    p.add_argument("--time", nargs=3, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.probe:
         side, op, h, w = a.probe
         memory_probe(side, op, int(h), int(w))
         return
-    x = load_image(a.image)
+    if a.time:
+        image, repeat, threads = a.time
+        torch.set_num_threads(int(threads))
+        print(json.dumps(time_codecs(load_image(Path(image)), int(repeat))))
+        return
     image = a.image.name if a.image.exists() else "random 768x512"
-    # Coders first: after the networks have run, both coders measure noisily slower here (up to
-    # 40 %, the process's allocator and thread pools no longer being idle).
     coders = time_coders(a.symbols, a.repeat)
-    codecs = time_codecs(x, a.repeat)
+    codecs = {(t, heap): time_codecs_in_child(a.image, a.repeat, t, heap)
+              for t in a.threads for heap in HEAPS}
     memory = {}
     if not a.no_memory:
         for h, w in ((512, 768), (3000, 4000)):
             for op in ("compress", "decompress"):
                 for side in ("ours", "cai"):
                     memory[(side, op, h, w)] = measure_memory(side, op, h, w)
-    text = report(codecs, coders, memory, image)
+    text = report(codecs, coders, memory, image, a.repeat)
     print(text)
     if a.write:
         write_section("vs_compressai", "nicengine vs CompressAI (CPU)", text)

@@ -26,11 +26,13 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from . import zoo  # noqa: E402
+from . import heap, zoo  # noqa: E402
 from .codec import DEFAULT_MODEL, DEFAULT_QUALITY, Codec, check_quality_number
 from .errors import CodecError, DeviceUnavailable, UsageError
 from .images import ImageLike
 from .refine import Refine
+
+heap.retain()  # large tensors reuse freed heap instead of faulting in fresh pages (engine/heap.py)
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_QUALITY", "Codec", "CodecError", "DeviceUnavailable",
            "Refine", "UsageError", "compress", "compress_batch", "decompress", "decompress_batch",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import os
+import platform
 import subprocess
 import sys
 
@@ -154,6 +155,25 @@ def test_openmp_threads_sleep_rather_than_spin_while_they_wait():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          cwd=ROOT, check=True).stdout.split()
     assert out == ["PASSIVE", str(os.cpu_count())]
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the heap policy is glibc's")
+@pytest.mark.parametrize("setting, kept", [(None, True), ("system", False)])
+def test_freed_tensor_memory_is_kept_for_reuse_unless_opted_out(setting, kept):
+    """engine/heap.py: a freed 256 MB tensor stays in the heap (no page faults for the next
+    one); with NICENGINE_HEAP=system glibc unmaps it as usual."""
+    code = ("import engine, torch\n"
+            "def rss(): return int(open('/proc/self/statm').read().split()[1]) * 4096\n"
+            "before = rss(); x = torch.ones(1 << 26); del x\n"
+            "print(rss() - before > 1 << 27)")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NICENGINE_HEAP", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+                        "GLIBC_TUNABLES")}
+    if setting:
+        env["NICENGINE_HEAP"] = setting
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=ROOT, check=True).stdout.split()
+    assert out == [str(kept)]
 
 
 def test_device_auto():

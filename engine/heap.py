@@ -1,0 +1,45 @@
+"""The C heap's policy: keep freed tensor memory for the next tensor instead of returning it.
+
+glibc's malloc serves every block above its mmap threshold (dynamic, at most 32 MiB) with fresh
+pages from the kernel and unmaps them on free, so each large tensor a transform allocates (50 MB
+for a Kodak image's first layer at N=128) faults all its pages in again, zero-filled. On virtual
+machines a page fault is expensive: on a 2-core cloud VM this was about half the time of g_a and
+g_s (benchmarks/RESULTS.md, "Heap policy"). The engine therefore serves blocks up to MMAP_LIMIT
+from the heap and keeps up to RETAIN bytes of free heap for reuse; a process that compresses
+once pays the faults once, a pipeline only for its first image. The cost: up to RETAIN bytes
+stay resident after a call (glibc returns free heap above that).
+
+The policy is process-wide (glibc has no other kind) and applied when engine is imported.
+`NICENGINE_HEAP=system` keeps glibc's own behaviour; so does any MALLOC_MMAP_THRESHOLD_,
+MALLOC_TRIM_THRESHOLD_ or GLIBC_TUNABLES setting, which says the user tuned the allocator.
+Elsewhere than glibc (musl, macOS, Windows) nothing changes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+MMAP_LIMIT = 1 << 30  # blocks above this still get their own mapping, returned on free
+RETAIN = 1 << 29  # free heap kept for reuse; glibc trims the heap's top beyond it
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
+_USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+
+
+def retain() -> bool:
+    """Apply the policy unless the environment opts out; whether it was applied."""
+    if os.environ.get("NICENGINE_HEAP", "retain").lower() == "system":
+        return False
+    if any(name in os.environ for name in _USER_SETTINGS):
+        return False
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    # mallopt returns 1 on success; the trim threshold first, so a refused mmap threshold leaves
+    # at most a heap that keeps its free top (which it would then rarely have).
+    return bool(libc.mallopt(_M_TRIM_THRESHOLD, RETAIN)
+                and libc.mallopt(_M_MMAP_THRESHOLD, MMAP_LIMIT))
