@@ -4,10 +4,13 @@ glibc's malloc serves every block above its mmap threshold (dynamic, at most 32 
 pages from the kernel and unmaps them on free, so each large tensor a transform allocates (50 MB
 for a Kodak image's first layer at N=128) faults all its pages in again, zero-filled. On virtual
 machines a page fault is expensive: on a 2-core cloud VM this was about half the time of g_a and
-g_s (benchmarks/RESULTS.md, "Heap policy"). The engine therefore serves blocks up to MMAP_LIMIT
-from the heap and keeps up to RETAIN bytes of free heap for reuse; a process that compresses
-once pays the faults once, a pipeline only for its first image. The cost: up to RETAIN bytes
-stay resident after a call (glibc returns free heap above that).
+g_s (benchmarks/RESULTS.md, "nicengine vs CompressAI"). The engine therefore serves blocks up to
+MMAP_LIMIT from the heap and keeps up to RETAIN bytes of free heap for reuse: a pipeline pays
+the faults for its first image only. The costs: up to RETAIN bytes stay resident after a call
+(glibc returns free heap above that); and blocks above MMAP_LIMIT (a 12-megapixel image's
+strips) keep their own mappings, since serving them from the heap too fragmented it enough to
+raise the peak memory of coding a 4000x3000 image by 1.0 GB (3.3 instead of 2.3 GB; with the
+limit, 2.4 GB).
 
 The policy is process-wide (glibc has no other kind) and applied when engine is imported.
 `NICENGINE_HEAP=system` keeps glibc's own behaviour; so does any MALLOC_MMAP_THRESHOLD_,
@@ -21,7 +24,7 @@ import ctypes
 import os
 import platform
 
-MMAP_LIMIT = 1 << 30  # blocks above this still get their own mapping, returned on free
+MMAP_LIMIT = 1 << 26
 RETAIN = 1 << 29  # free heap kept for reuse; glibc trims the heap's top beyond it
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 _USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
