@@ -1,6 +1,8 @@
 """Encode and decode under a busy core: the demo image (astronaut, 512x512, msh quality 3) at
 1 thread, all threads and the engine's default, with the machine idle and with a competing
-process spinning on CPU 0 (a Python busy loop pinned there with os.sched_setaffinity).
+process spinning on CPU 0 (a Python busy loop pinned there with os.sched_setaffinity). The
+fixed settings run with NICENGINE_THREADS=fixed; the default fits its threads to the free cores
+(engine/cpu_threads.py), and its row gives the threads its calls used.
 
     python benchmarks/busy_core.py [--runs 9] [--write]
 
@@ -32,10 +34,11 @@ CORES = os.cpu_count() or 1
 # setting -> (torch threads, None for the engine's default; environment; torch imported before
 # engine, so OpenMP loads with its own default wait, as before issue 39 or when a program
 # imports torch first)
-SETTINGS = {"1 thread": (1, {}, False), f"{CORES} threads": (CORES, {}, False),
-            f"{CORES} threads, torch imported first": (CORES, {}, True),
-            f"{CORES} threads, OMP_WAIT_POLICY=ACTIVE": (CORES, {"OMP_WAIT_POLICY": "ACTIVE"},
-                                                         False),
+FIXED = {"NICENGINE_THREADS": "fixed"}
+SETTINGS = {"1 thread": (1, FIXED, False), f"{CORES} threads": (CORES, FIXED, False),
+            f"{CORES} threads, torch imported first": (CORES, FIXED, True),
+            f"{CORES} threads, OMP_WAIT_POLICY=ACTIVE": (
+                CORES, {**FIXED, "OMP_WAIT_POLICY": "ACTIVE"}, False),
             "default": (None, {}, False)}
 
 
@@ -46,11 +49,14 @@ def child(threads: int | None, runs: int, torch_first: bool) -> None:
     import torch
     from skimage import data as samples
 
-    from engine import Codec
+    from engine import Codec, cpu_threads
     from engine.images import to_batch
 
     if threads is not None:
         torch.set_num_threads(threads)
+    used = []
+    choose = cpu_threads.threads_for_call
+    cpu_threads.threads_for_call = lambda wanted: used.append(choose(wanted)) or used[-1]
     codec = Codec(device="cpu", precision="float32")
     x = to_batch(samples.astronaut())[0]
     stream = codec.compress(x)
@@ -64,7 +70,7 @@ def child(threads: int | None, runs: int, torch_first: bool) -> None:
         enc.append(t1 - t0)
         dec.append(time.perf_counter() - t1)
     print(json.dumps({"encode": statistics.median(enc), "decode": statistics.median(dec),
-                      "threads": torch.get_num_threads()}))
+                      "threads": statistics.median_low(used)}))
 
 
 def spin() -> None:
@@ -95,7 +101,7 @@ def measure(runs: int) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| CPU 0 | setting | torch threads | encode (ms) | decode (ms) | default / best "
+    lines = ["| CPU 0 | setting | threads (median) | encode (ms) | decode (ms) | default / best "
              "of 1 and N (encode, decode) |", "| --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         same = [r for r in rows if r["busy"] == row["busy"]]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from . import coder, format, precision, zoo
+from . import coder, cpu_threads, format, precision, zoo
 from .errors import CodecError, DeviceUnavailable, UsageError
 from .images import ImageLike, read_file, to_batch
 from .models import CodingModel, Encoded, ModelInfo
@@ -175,6 +175,7 @@ class Codec:
         return self.compress_batch([x], refine=refine, max_bytes=max_bytes,
                                    target_bpp=target_bpp)[0]
 
+    @cpu_threads.on_free_cores
     @torch.no_grad()
     def compress_batch(self, images: list[ImageLike] | torch.Tensor,
                        drop_alpha: bool = False, refine: Refine | None = None,

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from ..entropy.cdf import TOTAL, CdfTables
 from ..entropy.gsm import GaussianScaleMixture
 from .base import CodingModel, Decoding, Encoded, Latents, Quantizer
-from .layers import SubpelConv, leaky_relu
+from .layers import Conv2d, SubpelConv, leaky_relu
 
 GRID = 8  # scale grid steps per octave: lambda = 2^(k / GRID)
 MEAN = (0.485, 0.456, 0.406)  # the fixed normalisation (ImageNet's RGB statistics)
@@ -74,8 +74,8 @@ class Residual(nn.Module):
 
     def __init__(self, channels: int, padding_mode: str = "zeros") -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, padding_mode=padding_mode)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, padding_mode=padding_mode)
+        self.conv1 = Conv2d(channels, channels, 3, padding=1, padding_mode=padding_mode)
+        self.conv2 = Conv2d(channels, channels, 3, padding=1, padding_mode=padding_mode)
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.conv2(leaky_relu(self.conv1(x)))

@@ -60,44 +60,53 @@ class SubpelConv(nn.Module):
                  kernel_size: int = 3) -> None:
         super().__init__()
         self.r = r
-        self.conv = nn.Conv2d(c_in, c_out * r * r, kernel_size, padding=kernel_size // 2,
-                              bias=False)
+        self.conv = Conv2d(c_in, c_out * r * r, kernel_size, padding=kernel_size // 2,
+                           bias=False)
         self.bias = nn.Parameter(torch.zeros(c_out * r * r))
         self.act = act
         self.igdn = GDN(c_out, inverse=True) if act == "igdn" else None
 
     def forward(self, x: Tensor) -> Tensor:
-        y = _winograd_conv3x3(x, self.conv.weight) if _use_winograd(x, self.conv) else self.conv(x)
+        y = self.conv(x)
         if self.act == "igdn":
             beta, gamma = self.igdn.effective_params()
             return subpel_igdn(y, self.bias, self.r, beta, gamma)
         return subpel(y, self.bias, self.r, lrelu=self.act == "lrelu")
 
 
-# NNPACK's Winograd 3x3 convolution is about 2x faster than the default oneDNN direct
-# convolution for the synthesis layers on CPUs without AVX-512; its rounding differs slightly
-# (~1e-4 relative), which only the decoder's output sees. Not for a layer with few outputs (the
-# last one, 12 channels: oneDNN took 37 ms where NNPACK took 67 on a Kodak image). Inference
-# only, and never in an exported graph (torch.export, as ONNX export uses it): ONNX has no such
+# NNPACK's Winograd 3x3 convolution is about 2x faster than oneDNN's direct convolution for
+# layers of 64 or more outputs on CPUs without AVX-512 (the synthesis' largest layer: 95 ms
+# against 197 on a Kodak image, 2 cores, AVX2), but slower for few outputs (the last layer, 12
+# channels: 67 ms against 37). Its rounding differs slightly (~1e-4 relative). Inference only,
+# and never in an exported graph (torch.export, as ONNX export uses it): ONNX has no such
 # operator.
 _NNPACK = torch.backends.nnpack.is_available() and torch._nnpack_available()  # also initialises
 
 
-def _use_winograd(x: Tensor, conv: nn.Conv2d) -> bool:
-    return (_NNPACK and x.device.type == "cpu" and x.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_exporting()
-            and not (torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad))
-            and conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.groups == 1
-            and conv.out_channels >= 64)
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d (the same parameters and state dict) whose 3x3 stride-1 zero-padded layers of
+    64 or more outputs run on NNPACK's Winograd convolution when inferring on the CPU in
+    float32."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._winograd(x):
+            return torch._nnpack_spatial_convolution(x.contiguous(), self.weight, self.bias,
+                                                     [1, 1], [1, 1])
+        return super().forward(x)
+
+    def _winograd(self, x: Tensor) -> bool:
+        return (_NNPACK and x.device.type == "cpu" and x.dtype == torch.float32
+                and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_exporting()
+                and not (torch.is_grad_enabled()
+                         and (x.requires_grad or self.weight.requires_grad))
+                and self.kernel_size == (3, 3) and self.stride == (1, 1)
+                and self.padding == (1, 1) and self.dilation == (1, 1) and self.groups == 1
+                and self.padding_mode == "zeros" and self.out_channels >= 64)
 
 
-def _winograd_conv3x3(x: Tensor, weight: Tensor) -> Tensor:
-    return torch._nnpack_spatial_convolution(x.contiguous(), weight, None, [1, 1], [1, 1])
-
-
-def conv(c_in: int, c_out: int, kernel_size: int = 5, stride: int = 2) -> nn.Conv2d:
+def conv(c_in: int, c_out: int, kernel_size: int = 5, stride: int = 2) -> Conv2d:
     """'Same'-padded convolution; stride 2 halves H and W."""
-    return nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=kernel_size // 2)
+    return Conv2d(c_in, c_out, kernel_size, stride=stride, padding=kernel_size // 2)
 
 
 def leaky_relu(x: Tensor) -> Tensor:

@@ -1,0 +1,118 @@
+"""How many threads encoding uses on the CPU: torch's, fewer while other work holds cores.
+
+OpenMP and oneDNN split each layer evenly over their threads, so a layer waits for its slowest
+thread: when another process holds a core, the thread that shares it runs at half speed, and 2
+threads encoded the demo image 2.0x slower than 1 (benchmarks/RESULTS.md, "Under a busy
+core"). So before each compress call the engine counts the tasks of other processes that are
+running or waiting to run (the fourth field of /proc/loadavg, counted when read, less this
+process's own running threads; the least of a few reads, as a competitor holding a core is in
+every one and a passing task rarely is), and runs the call with at most as many threads as that
+leaves cores free, and at least one.
+
+The streams do not depend on the thread count (the same bytes at 1 and 2 threads for every
+image measured). Decoding keeps torch's count: its largest layers run on NNPACK, whose thread
+pool balances work between threads (decoding held up under a busy core: RESULTS.md), and the
+decoded pixels' last bits depend on the thread count, which should not follow the load. Torch
+creates NNPACK's pool on its first use with the thread count of that moment and keeps it, so
+the first compress call creates it at the full count before cutting (else one busy moment
+would leave decoding at one thread for good).
+
+`NICENGINE_THREADS=fixed` keeps torch's count whatever the load. Where /proc/loadavg does not
+exist (macOS, Windows) nothing changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+LOADAVG = Path("/proc/loadavg")
+OWN_THREADS = Path("/proc/self/task")
+READS, READ_GAP_S = 3, 0.0005
+_nnpack_pool_made = False
+_lock = threading.Lock()
+_calls = 0  # engine calls in flight in this process
+
+
+def _own_running() -> int:
+    """This process's threads that are running or runnable (the caller at least)."""
+    running = 0
+    for task in OWN_THREADS.iterdir():
+        with contextlib.suppress(OSError, IndexError):  # a thread that ended meanwhile
+            running += (task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "R"
+    return max(1, running)
+
+
+def other_runnable_tasks() -> int | None:
+    """The least count, over READS reads, of other processes' running or runnable tasks, or
+    None where the system does not say."""
+    counts = []
+    for i in range(READS):
+        if i:
+            time.sleep(READ_GAP_S)
+        try:
+            counts.append(int(LOADAVG.read_text().split()[3].split("/")[0]) - _own_running())
+        except (OSError, IndexError, ValueError):
+            return None
+    return max(0, min(counts))
+
+
+def threads_for_call(wanted: int) -> int:
+    """At most `wanted`, at most the cores that other processes leave free, at least 1."""
+    others = other_runnable_tasks()
+    if others is None or os.environ.get("NICENGINE_THREADS", "").lower() == "fixed":
+        return wanted
+    return max(1, min(wanted, (os.cpu_count() or 1) - others))
+
+
+def _make_nnpack_pool() -> None:
+    """Create torch's NNPACK thread pool now, at torch's current thread count."""
+    global _nnpack_pool_made
+    if not _nnpack_pool_made:
+        _nnpack_pool_made = True
+        if torch.backends.nnpack.is_available() and torch._nnpack_available():
+            x = torch.zeros(1, 1, 4, 4)
+            torch._nnpack_spatial_convolution(x, torch.zeros(1, 1, 3, 3), None, [1, 1], [1, 1])
+
+
+@contextmanager
+def fitted_to_free_cores() -> Iterator[int]:
+    """Run the block with torch's thread count cut to `threads_for_call`, then restore it;
+    yields the count. A call that starts while another engine call runs in this process keeps
+    torch's count: sharing cores between its own threads is the program's choice, and this
+    process's threads change state too fast to be told from other work reliably."""
+    global _calls
+    wanted = torch.get_num_threads()
+    _make_nnpack_pool()
+    with _lock:
+        _calls += 1
+        alone = _calls == 1
+    try:
+        use = threads_for_call(wanted) if alone else wanted
+        if use != wanted:
+            torch.set_num_threads(use)
+        try:
+            yield use
+        finally:
+            if use != wanted:
+                torch.set_num_threads(wanted)
+    finally:
+        with _lock:
+            _calls -= 1
+
+
+def on_free_cores(fn: Callable) -> Callable:
+    """fn, run inside `fitted_to_free_cores`."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with fitted_to_free_cores():
+            return fn(*args, **kwargs)
+    return wrapper
