@@ -204,7 +204,7 @@ def test_ctrl_c_stops_a_process_pool_at_once_and_keeps_every_finished_file(corpu
                                          signal.SIGINT, lambda out: streams(out))
     assert stopped.returncode == 130 and "Traceback" not in stopped.stderr, stopped.stderr
     assert "run the same command again to resume" in stopped.stderr
-    assert seconds < 3  # ~0.2 s to stop the pool; the rest is saving and exiting (on 2 busy cores)
+    assert seconds < 3  # 0.5 s on a quiet machine (benchmarks/interrupt.py); CI may be busier
     written = set(streams(tmp_path))
     recorded = {r["output"] for r in read_manifest(tmp_path).to_pylist()}
     assert written and written <= recorded and not list(tmp_path.glob(JOURNALS))
