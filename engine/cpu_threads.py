@@ -36,7 +36,7 @@ import torch
 
 LOADAVG = Path("/proc/loadavg")
 OWN_THREADS = Path("/proc/self/task")
-READS, READ_GAP_S = 3, 0.0005
+READS, READ_GAP_S = 3, 0.0002
 _nnpack_pool_made = False
 _lock = threading.Lock()
 _calls = 0  # engine calls in flight in this process
@@ -59,16 +59,21 @@ def other_runnable_tasks() -> int | None:
         if i:
             time.sleep(READ_GAP_S)
         try:
-            counts.append(int(LOADAVG.read_text().split()[3].split("/")[0]) - _own_running())
+            running = int(LOADAVG.read_text().split()[3].split("/")[0])
         except (OSError, IndexError, ValueError):
             return None
+        counts.append(running - _own_running() if running > 1 else 0)  # 1: the caller alone
+        if counts[-1] == 0:
+            break
     return max(0, min(counts))
 
 
 def threads_for_call(wanted: int) -> int:
     """At most `wanted`, at most the cores that other processes leave free, at least 1."""
+    if wanted == 1 or os.environ.get("NICENGINE_THREADS", "").lower() == "fixed":
+        return wanted
     others = other_runnable_tasks()
-    if others is None or os.environ.get("NICENGINE_THREADS", "").lower() == "fixed":
+    if others is None:
         return wanted
     return max(1, min(wanted, (os.cpu_count() or 1) - others))
 

@@ -24,7 +24,7 @@ import ctypes
 import os
 import platform
 
-MMAP_LIMIT = 1 << 26
+MMAP_LIMIT = 1 << 26  # blocks above this keep their own mapping, returned on free
 RETAIN = 1 << 29  # free heap kept for reuse; glibc trims the heap's top beyond it
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 _USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
