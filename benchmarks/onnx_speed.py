@@ -14,6 +14,7 @@ calls of torch and ONNX Runtime interleaved, so that other load on the machine m
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -128,8 +129,8 @@ def psnr_change(fp32: ort.InferenceSession, int8: ort.InferenceSession, feed: di
 def report(results: dict[str, list[dict]], command: str) -> str:
     lines = [f"Date {date.today()}, commit {commit()}, {cpu()}, torch {torch.__version__}, "
              f"onnxruntime {ort.__version__}. Command: `{command}`. kodim23 (768x512), float32 "
-             "unless marked; the fastest of the repeats; speed-up = torch / ORT. The machine "
-             "was shared with other agents' work, so the times are indicative.", "",
+             "unless marked; the fastest of the repeats; speed-up = torch / ORT; load average "
+             f"{os.getloadavg()[0]:.1f} at the end.", "",
              "| model | network | threads | torch (ms) | ORT (ms) | speed-up | ORT int8 (ms) | "
              "int8 speed-up |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     notes = []
