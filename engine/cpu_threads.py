@@ -63,7 +63,7 @@ def other_runnable_tasks() -> int | None:
         except (OSError, IndexError, ValueError):
             return None
         counts.append(running - _own_running() if running > 1 else 0)  # 1: the caller alone
-        if counts[-1] == 0:
+        if counts[-1] <= 0:
             break
     return max(0, min(counts))
 
