@@ -28,8 +28,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -88,36 +87,27 @@ def _make_nnpack_pool() -> None:
             torch._nnpack_spatial_convolution(x, torch.zeros(1, 1, 3, 3), None, [1, 1], [1, 1])
 
 
-@contextmanager
-def fitted_to_free_cores() -> Iterator[int]:
-    """Run the block with torch's thread count cut to `threads_for_call`, then restore it;
-    yields the count. A call that starts while another engine call runs in this process keeps
-    torch's count: sharing cores between its own threads is the program's choice, and this
-    process's threads change state too fast to be told from other work reliably."""
-    global _calls
-    wanted = torch.get_num_threads()
-    _make_nnpack_pool()
-    with _lock:
-        _calls += 1
-        alone = _calls == 1
-    try:
+def on_free_cores(fn: Callable) -> Callable:
+    """fn, run with torch's thread count cut to `threads_for_call` and restored after. A call
+    that starts while another engine call runs in this process keeps torch's count: sharing
+    cores between its own threads is the program's choice, and this process's threads change
+    state too fast to be told from other work reliably."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        global _calls
+        wanted = torch.get_num_threads()
+        _make_nnpack_pool()
+        with _lock:
+            _calls += 1
+            alone = _calls == 1
         use = threads_for_call(wanted) if alone else wanted
         if use != wanted:
             torch.set_num_threads(use)
         try:
-            yield use
+            return fn(*args, **kwargs)
         finally:
             if use != wanted:
                 torch.set_num_threads(wanted)
-    finally:
-        with _lock:
-            _calls -= 1
-
-
-def on_free_cores(fn: Callable) -> Callable:
-    """fn, run inside `fitted_to_free_cores`."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with fitted_to_free_cores():
-            return fn(*args, **kwargs)
+            with _lock:
+                _calls -= 1
     return wrapper

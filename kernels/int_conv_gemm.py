@@ -65,8 +65,6 @@ def _columns(x: Tensor, r0: int, r1: int, k: int) -> Tensor:
     element (c*k*k + dy*k + dx, (r - r0)*W + j) is x[c, r + dy - k//2, j + dx - k//2], zero
     outside x. Strided views and one copy in int8 (F.unfold is several times slower), then
     float32."""
-    if k == 1:
-        return x[:, r0:r1].reshape(x.shape[0], -1).float()
     p = k // 2
     top, bottom = max(0, r0 - p), min(x.shape[1], r1 + p)
     band = F.pad(x[:, top:bottom], (p, p, top - (r0 - p), r1 + p - bottom))

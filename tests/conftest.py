@@ -4,6 +4,8 @@ with a reason when it is absent."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,17 @@ KODAK = SHARED / "data" / "kodak"
 
 needs_kodak = pytest.mark.skipif(not KODAK.is_dir(),
                                  reason="needs ../shared/data/kodak (present in CI)")
+
+
+def compile_for_gpus(script: str, cache: Path) -> list[str]:
+    """What `script` (a kernel's compile check) prints, run by Triton's compiler, not its
+    interpreter, in a fresh process caching into `cache`; skips without triton."""
+    pytest.importorskip("triton")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(cache)
+    run = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1],
+                         env=env, check=True, capture_output=True, text=True, timeout=300)
+    return run.stdout.split()
 
 
 def smooth_image(h: int, w: int, seed: int = 0) -> torch.Tensor:

@@ -24,6 +24,7 @@ from nicengine_kernels.int_conv_reference import (
     int_conv_reference,
     max_channels,
 )
+from tests.conftest import compile_for_gpus
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -252,12 +253,7 @@ def test_triton_rejects_bad_arguments(device):
 
 def test_triton_compiles_for_gpus(tmp_path):
     """The kernel compiles to int8 tensor-core code for sm_80 and sm_90 (no GPU needed)."""
-    pytest.importorskip("triton")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_CACHE_DIR"] = str(tmp_path)
-    run = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT], cwd=ROOT, env=env, check=True,
-                         capture_output=True, text=True, timeout=300)
-    assert run.stdout.split() == ["True", "True"]
+    assert compile_for_gpus(COMPILE_SCRIPT, tmp_path) == ["True", "True"]
 
 
 def test_poison_catches_skipped_elements(device, launch_one_short):

@@ -4,9 +4,6 @@ layers, table indexes): the Triton kernel against `wavefront_step_reference`, bi
 against the model's own layers (`IntegerLayer`) and index rule (bucketize of the real scales).
 """
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +20,7 @@ from nicengine_kernels.wavefront_step_reference import (
     WavefrontLayers,
     wavefront_step_reference,
 )
-from tests.conftest import smooth_image
+from tests.conftest import compile_for_gpus, smooth_image
 
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLDS = torch.floor(torch.as_tensor(SCALES[:-1]) * 2**FRAC_BITS).long()
@@ -100,12 +97,7 @@ def test_triton_matches_reference(b, m, h, w, t, device, poisoned):
 
 def test_triton_compiles_for_gpus(tmp_path):
     """The kernel compiles to int8 tensor-core code for sm_80 and sm_90 (no GPU needed)."""
-    pytest.importorskip("triton")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_CACHE_DIR"] = str(tmp_path)
-    run = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT], cwd=ROOT, env=env, check=True,
-                         capture_output=True, text=True, timeout=300)
-    assert run.stdout.split() == ["True", "True"]
+    assert compile_for_gpus(COMPILE_SCRIPT, tmp_path) == ["True", "True"]
 
 
 def test_reference_through_the_gemm_is_the_reference():

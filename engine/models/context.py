@@ -31,10 +31,9 @@ from ..entropy.gaussian import GaussianConditional, scale_bounds
 from ..errors import CodecError
 from .base import CodingModel, Decoding, Encoded, Latents, Quantizer
 from .cheng import HYPER_SYNTHESIS_HALO, ChengAnalysis, ChengSynthesis, cheng_hyper_transforms
-from .hyperprior import MeanScaleHyperprior
+from .hyperprior import LeakyReLU, MeanScaleHyperprior
 from .integer_context import CONTEXT_PAD, IntegerContext, Wavefront, wavefront_counts
-from .integer_hyper import FRAC_BITS
-from .layers import leaky_relu
+from .integer_hyper import to_real
 from .strips import HALO, in_strips
 from .transforms import Analysis, Synthesis
 
@@ -75,11 +74,6 @@ class MaskedConv(nn.Conv2d):
 
     def forward(self, y_hat: Tensor) -> Tensor:
         return F.conv2d(y_hat, self.masked_weight(), self.bias, padding=CONTEXT_PAD)
-
-
-class LeakyReLU(nn.Module):
-    def forward(self, x: Tensor) -> Tensor:
-        return leaky_relu(x)
 
 
 class JointAutoregressive(CodingModel):
@@ -147,14 +141,14 @@ class JointAutoregressive(CodingModel):
         """(y_hat, means, scales float64) as the decoder has them: the integer wavefront's."""
         wave = self._code(*latents)[1]
         scales, means = wave.decoded_params()
-        return wave.y_hat(), _real(means), _real(scales)
+        return wave.y_hat(), to_real(means), to_real(scales)
 
     def _code(self, y: Tensor, z: Tensor) -> tuple[Encoded, Wavefront]:
         """The coding passes of (y, z), and the wavefront that coded them."""
         z_sym = self.entropy_z.symbols(z)
         z_hat = self.entropy_z.dequantize(z_sym)
         wave = self._wavefront(z_hat)
-        bounds = self._bounds(z.device)
+        bounds = self._integer().scale_bounds(z.device)
         symbols, indexes = [z_sym.flatten(1)], [
             self.entropy_z.indexes(z_sym.shape[1:], z.device).expand(y.shape[0], -1)]
         bits = -torch.log2(self.entropy_z.likelihood(z_hat)).flatten(1).sum(1).double()
@@ -162,7 +156,7 @@ class JointAutoregressive(CodingModel):
             idx, scales, means = wave.step(t)  # the decoder's indexes, from the same integers
             rows, cols = wave.positions(t)
             sym, step_bits, _ = self.entropy_y.quantize(
-                y[:, :, rows, cols], _real(scales), _real(means), bounds)
+                y[:, :, rows, cols], to_real(scales), to_real(means), bounds)
             wave.put(t, sym, means)
             symbols.append(sym.flatten(1))
             indexes.append(idx.flatten(1) + self.config.N)
@@ -185,7 +179,7 @@ class JointAutoregressive(CodingModel):
             wave.put(t, sym.to(device).view(means.shape), means)
         if rectify:  # the codec checked that there is a rectifier
             scales, means = wave.decoded_params()
-            return self.rectifier.synthesize(wave.y_hat(), _real(means), _real(scales))
+            return self.rectifier.synthesize(wave.y_hat(), to_real(means), to_real(scales))
         return self.synthesize(wave.y_hat())
 
     def tables(self) -> CdfTables:
@@ -241,14 +235,6 @@ class JointAutoregressive(CodingModel):
                            unit_rows=64, halo=self.hyper_halo)  # int8 values, exact in float32
         return net.wavefront(params.to(torch.int8))
 
-    def _bounds(self, device: torch.device) -> Tensor:
-        return self._integer().scale_bounds(device)
-
     def synthesize(self, y_hat: Tensor) -> Tensor:
         """y_hat (B, M, h, w) -> x_hat (B, 3, 16h, 16w) float32, clamped to [0, 1]."""
         return self.g_s.synthesize(y_hat)
-
-
-def _real(fixed: Tensor) -> Tensor:
-    """Fixed-point integers (2^-FRAC_BITS units) as exact float64 values."""
-    return fixed.double() * 2.0**-FRAC_BITS

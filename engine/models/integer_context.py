@@ -43,8 +43,10 @@ from .integer_hyper import (
     IntegerLayer,
     activation_shift,
     check_layers,
+    fixed_thresholds,
     layer_from_state,
     layers_from_state,
+    to_real,
 )
 
 CONTEXT_PAD = 2  # the taps buffer's border: mask A reaches 2 rows up and 2 columns either side
@@ -121,8 +123,8 @@ class IntegerContext(IntegerHyper):
                       for i, c in enumerate(convs)]
             ctx_layer = IntegerLayer.quantized(taps.reshape(taps.shape[0], -1, 1, 1),
                                                context_bias, s_y, s_p, 1, PLAIN_INT8)
-        thresholds = torch.floor(scale_bounds.double().cpu() * 2.0**FRAC_BITS)
-        model = IntegerContext(shifts[0], layers, s_y, ctx_layer, params, thresholds, tables)
+        model = IntegerContext(shifts[0], layers, s_y, ctx_layer, params,
+                               fixed_thresholds(scale_bounds), tables)
         check_layers(model)
         return model
 
@@ -200,7 +202,7 @@ class Wavefront:
 
     def y_hat(self) -> Tensor:
         """The decoded y_hat (B, M, h, w) float32 (exact while |y_hat| < 2^16)."""
-        return (self.y_fixed.double() * 2.0**-FRAC_BITS).float()
+        return to_real(self.y_fixed).float()
 
 
 def _step_layer(layer: IntegerLayer, weight: Tensor | None = None) -> IntLayer:

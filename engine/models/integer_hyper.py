@@ -154,7 +154,7 @@ class IntegerHyper(nn.Module):
 
     def forward(self, z_hat: Tensor) -> Tensor:
         """z_hat (B, N, h, w) -> (scales, means) as (B, 2M, 4h, 4w) float64."""
-        return self.integers(z_hat).double() * 2.0**-FRAC_BITS
+        return to_real(self.integers(z_hat))
 
     def integers(self, z_hat: Tensor) -> Tensor:
         """z_hat (B, N, h, w) -> the last layer's integers: int64 fixed point (FIXED), or int8
@@ -169,7 +169,7 @@ class IntegerHyper(nn.Module):
         """The table index rule's bounds, float64: a scale's index is how many lie strictly below
         it. Exact multiples of 2^-FRAC_BITS, so comparing them with the exact fixed-point scales
         is the integer comparison."""
-        return self.thresholds.to(device).double() * 2.0**-FRAC_BITS
+        return to_real(self.thresholds.to(device))
 
     def _on_device(self, device: torch.device) -> IntegerHyper:
         key = str(device)
@@ -185,11 +185,20 @@ class IntegerHyper(nn.Module):
         layers = [IntegerLayer.quantized(conv_w, bias, shifts[i], shifts[i + 1], r,
                                          LRELU_INT8 if hidden else FIXED)
                   for i, (conv_w, bias, r, hidden) in enumerate(fake.layer_params())]
-        # scale > bound  <=>  fixed > bound * 2^FRAC_BITS  <=>  fixed > floor(bound * 2^FRAC_BITS)
-        thresholds = torch.floor(scale_bounds.double().cpu() * 2.0**FRAC_BITS)
-        model = IntegerHyper(shifts[0], layers, thresholds, tables)
+        model = IntegerHyper(shifts[0], layers, fixed_thresholds(scale_bounds), tables)
         check_layers(model)
         return model
+
+
+def to_real(fixed: Tensor) -> Tensor:
+    """Fixed-point integers (2^-FRAC_BITS units) as exact float64 values."""
+    return fixed.double() * 2.0**-FRAC_BITS
+
+
+def fixed_thresholds(scale_bounds: Tensor) -> Tensor:
+    """Float64 table bounds as the fixed-point thresholds the integer scales are compared
+    with: scale > bound <=> fixed > bound * 2^FRAC_BITS <=> fixed > floor(bound * 2^FRAC_BITS)."""
+    return torch.floor(scale_bounds.double().cpu() * 2.0**FRAC_BITS)
 
 
 def layer_from_state(state: dict[str, Tensor], prefix: str) -> IntegerLayer:
