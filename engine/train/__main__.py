@@ -110,8 +110,7 @@ def _rectify(argv: list[str]) -> None:
     report = rectify_file(a.weights, a.data, steps=a.steps, alpha=a.alpha,
                           alphas=tuple(a.alphas), search_steps=a.search_steps, crops=a.crops,
                           crop=a.crop, batch=a.batch, lr=a.lr, g_s_lr=a.g_s_lr, lam=a.lam,
-                          seed=a.seed,
-                          decoder_only=a.decoder_only)
+                          seed=a.seed, decoder_only=a.decoder_only)
     print(json.dumps(report))
 
 

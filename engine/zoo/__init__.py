@@ -110,7 +110,7 @@ def check_quality(model: str, quality: float) -> None:
 def levels(model: str) -> tuple[int, ...]:
     """The quality levels of a shipped or zoo model, in increasing rate (a variable-rate
     model's integer qualities)."""
-    return published.zoo_models()[model] if _from_zoo(model) else shipped_qualities(model)
+    return zoo_models()[model] if _from_zoo(model) else shipped_qualities(model)
 
 
 def load(model: str, quality: float) -> CodingModel:
