@@ -1,5 +1,6 @@
 """Per-layer time of g_a and g_s on the CPU, under the engine's heap policy and under glibc's
-defaults, and each layer's rate against a float32 GEMM's at the same thread count.
+defaults, and each layer's rate against a float32 GEMM's at the same thread count; and under
+the heap policy in bfloat16 (as `precision="bfloat16"` runs it: autocast, channels-last).
 
     python benchmarks/layer_times.py [--threads 2] [--repeat 5] [--write]
 
@@ -62,7 +63,7 @@ def flops(layer: torch.nn.Module, x: torch.Tensor) -> float:
 
 def measure(repeat: int) -> dict:
     """In this process: the GEMM rate and every layer's time and work."""
-    import engine  # noqa: F401  (the heap policy, as NICENGINE_HEAP says)
+    from engine import precision  # (and the heap policy, as NICENGINE_HEAP says)
     from engine.models import MeanScaleHyperprior, ModelConfig
 
     torch.manual_seed(0)
@@ -77,9 +78,11 @@ def measure(repeat: int) -> dict:
                 h = torch.round(h)
             for i, layer in enumerate(net):
                 seconds = best(lambda layer=layer, h=h: layer(h), repeat)
+                with precision.transforms_in(torch.bfloat16), precision.transform(h) as hb:
+                    bf16 = best(lambda layer=layer, hb=hb: layer(hb), repeat)
                 rows.append({"net": name, "layer": i, "type": type(layer).__name__,
                              "input": list(h.shape), "ms": 1e3 * seconds,
-                             "gflop": flops(layer, h) / 1e9})
+                             "ms_bfloat16": 1e3 * bf16, "gflop": flops(layer, h) / 1e9})
                 h = layer(h)
     return {"gemm": gemm, "rows": rows}
 
@@ -99,17 +102,20 @@ def report(results: dict, threads: int, repeat: int) -> str:
              "against a "
              f"float32 GEMM of 2048^3, {results['retain']['gemm']:.0f} GFLOP/s here.", "",
              "| network | layer | input | ms, " + HEAPS["system"] + " | ms, " + HEAPS["retain"]
-             + " | GFLOP | GFLOP/s (policy) | of the GEMM's rate |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             + " | GFLOP | GFLOP/s (policy) | of the GEMM's rate | ms, bfloat16 (policy) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     gemm = results["retain"]["gemm"]
     for old, new in zip(results["system"]["rows"], results["retain"]["rows"], strict=True):
         rate = new["gflop"] / (new["ms"] / 1e3)
         lines.append(f"| {new['net']} | {new['layer']} {new['type']} | "
                      f"{'x'.join(map(str, new['input'][1:]))} | {old['ms']:.1f} | "
-                     f"{new['ms']:.1f} | {new['gflop']:.2f} | {rate:.0f} | {rate / gemm:.0%} |")
+                     f"{new['ms']:.1f} | {new['gflop']:.2f} | {rate:.0f} | {rate / gemm:.0%} | "
+                     f"{new['ms_bfloat16']:.1f} |")
     for net in ("g_a", "g_s"):
         total = {h: sum(r["ms"] for r in results[h]["rows"] if r["net"] == net) for h in HEAPS}
-        lines.append(f"| {net} | all | | {total['system']:.1f} | {total['retain']:.1f} | | | |")
+        bf16 = sum(r["ms_bfloat16"] for r in results["retain"]["rows"] if r["net"] == net)
+        lines.append(f"| {net} | all | | {total['system']:.1f} | {total['retain']:.1f} | | | | "
+                     f"{bf16:.1f} |")
     return "\n".join(lines)
 
 

@@ -42,16 +42,26 @@ def write_section(name: str, title: str, text: str) -> None:
     print(f"wrote section {name} of {RESULTS_MD}")
 
 
+ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS",
+              "NIC_RANS_SCALAR")  # what benchmarks/without_avx512.sh sets
+
+
 def cpu() -> str:
-    """The CPU's model name, its cores, and whether it has AVX-512 and AMX."""
+    """The CPU's model name, its cores, whether it has AVX-512 (and its bfloat16 dot products)
+    and AMX, and the instruction-set limits this process runs under, if any."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
                  if line.startswith("model name")), platform.processor() or platform.machine())
     flags = next((line.split(":", 1)[1].split() for line in info.splitlines()
                   if line.startswith("flags")), [])
-    has = {"AVX-512": "avx512f" in flags, "AMX": "amx_tile" in flags}
-    return f"{name}, {os.cpu_count()} cores, " + ", ".join(
+    has = {"AVX-512": "avx512f" in flags, "AVX512_BF16": "avx512_bf16" in flags,
+           "AMX": "amx_tile" in flags}
+    text = f"{name}, {os.cpu_count()} cores, " + ", ".join(
         f"{k} {'yes' if v else 'no'}" for k, v in has.items())
+    limits = [f"{k}={os.environ[k]}" for k in ISA_LIMITS if os.environ.get(k)]
+    if limits:
+        text += f" (held to AVX2 by {' '.join(limits)}: benchmarks/without_avx512.sh)"
+    return text
 
 
 def machine(device: str | torch.device) -> str:

@@ -258,7 +258,8 @@ def _parser() -> argparse.ArgumentParser:
     for s in (c, d, e, m, cd, dd):
         s.add_argument("--device", default="auto", help=f"{DEVICES} (default: auto)")
         s.add_argument("--precision", choices=PRECISIONS, default="auto",
-                       help="of g_a and g_s; auto: bfloat16 on CPUs with AMX, else float32")
+                       help="of g_a and g_s; auto: bfloat16 on CPUs with AVX512_BF16 "
+                       "(or AMX), else float32")
     for s in (c, d):
         s.add_argument("--weights", help="a weights file to use instead of the shipped models")
     return p

@@ -1,7 +1,8 @@
 """Precision of the two big transforms, g_a and g_s: float32, or bfloat16 where it is fast.
 
-On x86 CPUs with AMX (Intel Xeon Sapphire Rapids and later) oneDNN runs bfloat16 convolutions
-on channels-last tensors several times faster than float32 (RESULTS.md has the figures). Only
+On x86 CPUs with bfloat16 dot products (AVX512_BF16: AMD Zen 4 and later, Intel Cooper Lake;
+AMX: Intel Xeon Sapphire Rapids and later) oneDNN runs bfloat16 convolutions on channels-last
+tensors about twice as fast as float32 (RESULTS.md has the figures). Only
 g_a and g_s change (g_s's last layer, which writes the pixels, stays float32): the
 hyper-transforms and entropy models stay float32 / float64, so the side information and the
 decoder's table choices do not depend on the precision, and a stream made at either precision
@@ -12,8 +13,10 @@ bits) and a few y symbols that round the other way; RESULTS.md measures both.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 
@@ -27,37 +30,72 @@ def check(precision: str) -> str:
     return precision
 
 
+# oneDNN's ISA names (ONEDNN_MAX_CPU_ISA) below the first with bfloat16 dot products.
+_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                      "AVX512_CORE_VNNI")
+
+
 @functools.cache
 def amx_bfloat16() -> bool:
-    """Whether this CPU has AMX tiles and AVX-512 bfloat16 (oneDNN's fast bfloat16 path)."""
+    """Whether this CPU has AMX tiles and AVX-512 bfloat16 (training's fast bfloat16 path)."""
     try:
         return torch.cpu._is_amx_tile_supported() and torch.cpu._is_avx512_bf16_supported()
     except AttributeError:  # a torch without these probes
         return False
 
 
+@functools.cache
+def fast_bfloat16() -> bool:
+    """Whether oneDNN runs bfloat16 convolutions natively here: the CPU has AVX512_BF16 and
+    ONEDNN_MAX_CPU_ISA (or its old name DNNL_MAX_CPU_ISA) does not forbid it. Elsewhere oneDNN
+    emulates bfloat16, slower than float32."""
+    try:
+        native = torch.cpu._is_avx512_bf16_supported()
+    except AttributeError:  # a torch without this probe
+        return False
+    limit = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
+    return native and limit.strip().upper() not in _ISAS_WITHOUT_BF16
+
+
 def resolve(precision: str, device: torch.device) -> torch.dtype:
-    """The dtype g_a and g_s run in. "auto": bfloat16 on CPUs with AMX, float32 elsewhere (the
-    GPU figures of bfloat16 are not measured yet)."""
+    """The dtype g_a and g_s run in. "auto": bfloat16 on CPUs with native bfloat16 dot products
+    (`fast_bfloat16`), float32 elsewhere (the GPU figures of bfloat16 are not measured yet)."""
     if check(precision) == "auto":
-        return torch.bfloat16 if device.type == "cpu" and amx_bfloat16() else torch.float32
+        return torch.bfloat16 if device.type == "cpu" and fast_bfloat16() else torch.float32
     return torch.bfloat16 if precision == "bfloat16" else torch.float32
 
 
+# The dtype g_a and g_s run in, as the codec chose it for the call in progress (`transforms_in`).
+_TRANSFORM_DTYPE: ContextVar[torch.dtype] = ContextVar("transform_dtype", default=torch.float32)
+
+
 @contextmanager
-def transforms_in(dtype: torch.dtype, device: torch.device) -> Iterator[None]:
-    """Autocast to `dtype` unless it is float32. The model returns float32 either way."""
+def transforms_in(dtype: torch.dtype) -> Iterator[None]:
+    """Within this block g_a and g_s run in `dtype` (they opt in with `transform`); nothing else
+    does, so the entropy models, the hyper-networks and whatever chooses a table stay float32
+    or exact whatever the precision."""
+    token = _TRANSFORM_DTYPE.set(dtype)
+    try:
+        yield
+    finally:
+        _TRANSFORM_DTYPE.reset(token)
+
+
+@contextmanager
+def transform(x: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Around one call of g_a or g_s on x: autocast to the dtype of `transforms_in` (none for
+    float32), yielding x in the layout that wants (`layout`). The transforms return float32."""
+    dtype = _TRANSFORM_DTYPE.get()
     if dtype == torch.float32:
-        yield
+        yield layout(x)  # under training's own autocast, channels-last too
         return
-    with torch.autocast(device.type, dtype=dtype):
-        yield
+    with torch.autocast(x.device.type, dtype=dtype):
+        yield layout(x)
 
 
 def layout(x: torch.Tensor) -> torch.Tensor:
     """Channels-last under reduced-precision autocast (oneDNN's fast bfloat16 convolutions want
-    it; NCHW bfloat16 is slower than float32), x unchanged otherwise. The transforms call it on
-    their input, so the codec only chooses the precision (`transforms_in`)."""
+    it; NCHW bfloat16 is slower than float32), x unchanged otherwise."""
     if torch.is_autocast_enabled(x.device.type):
         return x.contiguous(memory_format=torch.channels_last)
     return x

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine import precision
 from engine.models import MeanScaleHyperprior, ModelConfig
 
 if not torch.cuda.is_available():
@@ -49,6 +50,32 @@ def smooth_image(h: int, w: int, seed: int = 0) -> torch.Tensor:
     phase = torch.rand(3, 1, 1, generator=g) * 6
     base = 0.5 + 0.3 * torch.sin(4 * xx + 3 * yy + phase) * torch.cos(2 * yy - xx + phase)
     return (base + 0.05 * torch.rand(3, h, w, generator=g)).clamp(0, 1)
+
+
+@pytest.fixture(autouse=True)
+def auto_precision_is_float32(monkeypatch):
+    """precision="auto" means float32 in every test whatever the CPU (CI's varies; on CPUs with
+    AVX512_BF16 it would be bfloat16), so the exact comparisons hold everywhere. Tests of the
+    bfloat16 path ask for it by name."""
+    monkeypatch.setattr(precision, "fast_bfloat16", lambda: False)
+
+
+def check_bfloat16_round_trip(model, x: torch.Tensor, max_mse: float = 1e-5) -> None:
+    """Streams made with g_a in bfloat16 and in float32 both decode at either precision, to
+    images within `max_mse` of each other (a table chosen under autocast would desynchronise
+    the coder: garbage or a CodecError), deterministically, at about the same size."""
+    from engine import Codec
+
+    fast, exact = (Codec(weights=model, precision=p) for p in ("bfloat16", "float32"))
+    for data in (fast.compress(x), exact.compress(x)):
+        a, b = fast.decompress(data), exact.decompress(data)
+        assert a.dtype == torch.float32 and a.shape == x.shape
+        assert float(a.min()) >= 0 and float(a.max()) <= 1
+        assert torch.equal(fast.decompress(data), a)  # deterministic at either precision
+        assert torch.mean((a - b) ** 2) < max_mse
+        assert not torch.equal(a, b)  # g_s did run in bfloat16
+    ratio = len(fast.compress(x)) / len(exact.compress(x))
+    assert 0.97 < ratio < 1.03
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from engine.entropy.cdf import TOTAL
 from engine.entropy.gsm import GaussianScaleMixture
 from engine.images import save_png
 from engine.models.cae import GRID, CaeConfig, ChannelMask, CompressiveAutoencoder, round_ste
-from tests.conftest import SHARED, smooth_image
+from tests.conftest import SHARED, check_bfloat16_round_trip, smooth_image
 
 TINY = CaeConfig(channels=6, width=8, width1=8, mixtures=3, lambdas=(0.002, 0.01, 0.05), base=1)
 SHIPPED = zoo.WEIGHTS_DIR / "cae.safetensors"
@@ -261,3 +261,7 @@ def test_training_resumes_exactly_and_scales_phase_trains_scales_only(tmp_path):
         assert changed == (name == "log2_scales"), name
     with pytest.raises(ValueError, match="--init"):
         config(phase="scales")
+
+
+def test_bfloat16_round_trip(cae):
+    check_bfloat16_round_trip(cae, smooth_image(64, 96))

@@ -15,7 +15,7 @@ from engine.models import ChannelConditional, ChannelConfig
 from engine.models.channel import MSE_LAMBDAS
 from engine.train import TrainConfig, Trainer
 from engine.zoo import save_weights
-from tests.conftest import smooth_image
+from tests.conftest import check_bfloat16_round_trip, smooth_image
 
 CONFIG = ChannelConfig(N=16, M=24, slices=3, hidden=16)
 
@@ -188,3 +188,7 @@ def test_a_run_can_train_some_levels_only(tmp_path):
     assert set(torch.cat(seen).tolist()) <= {2, 5} and len(seen) == 3
     with pytest.raises(ValueError, match="levels must lie in 1..6"):
         Trainer(tmp_path / "bad", TrainConfig(**{**config.__dict__, "levels": [7]}), "cpu")
+
+
+def test_bfloat16_transforms_leave_the_slices_exact(model):
+    check_bfloat16_round_trip(model, smooth_image(64, 96))

@@ -18,7 +18,7 @@ from tests.conftest import smooth_image
 @pytest.fixture(scope="module")
 def codec(tiny_model):
     # float32: the exactness checks below hold on any CPU (tests/test_precision.py covers the
-    # bfloat16 path that "auto" picks on CPUs with AMX).
+    # bfloat16 path that "auto" picks on CPUs with AVX512_BF16).
     return Codec(weights=tiny_model, precision="float32")
 
 

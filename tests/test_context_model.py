@@ -23,7 +23,7 @@ from engine.models.integer_context import (
 from engine.refine import Refine
 from engine.zoo import fingerprint, import_compressai, load_weights
 from tests.compressai_reference import compressai_or_skip
-from tests.conftest import smooth_image
+from tests.conftest import check_bfloat16_round_trip, smooth_image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -210,3 +210,7 @@ def test_identical_latents_under_another_isa_and_one_thread(imported, tmp_path):
                            cwd=ROOT, env=e, capture_output=True, text=True, check=True).stdout
             for e in (os.environ, env)]
     assert runs[0] == runs[1] and len(runs[0].strip()) == 64
+
+
+def test_bfloat16_transforms_leave_the_context_model_exact(model):
+    check_bfloat16_round_trip(model, smooth_image(64, 96))

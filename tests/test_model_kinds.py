@@ -12,7 +12,7 @@ from engine import Codec, CodecError, format
 from engine.models import Encoded
 from engine.models.factorized_prior import FactorizedPrior
 from engine.models.hyperprior import ModelConfig
-from tests.conftest import smooth_image
+from tests.conftest import check_bfloat16_round_trip, smooth_image
 
 
 class ThreePasses(FactorizedPrior):
@@ -86,3 +86,7 @@ def test_streams_split_and_refuse_other_kinds(model, tiny_model):
     assert torch.equal(many.decompress(data), Codec(weights=model).decompress(data))
     with pytest.raises(CodecError, match=f"made by model kind {model.KIND_ID}"):
         Codec(weights=tiny_model).decompress(data)
+
+
+def test_bfloat16_round_trip(model):
+    check_bfloat16_round_trip(model, smooth_image(64, 96))

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .. import precision
 from ..entropy.cdf import TOTAL, CdfTables
 from ..entropy.gsm import GaussianScaleMixture
 from .base import CodingModel, Decoding, Encoded, Latents, Quantizer
@@ -267,7 +268,8 @@ class CompressiveAutoencoder(CodingModel):
 
     def analyze(self, x: Tensor) -> Latents:
         """x (B, 3, H, W) -> (y,) float32; the rate enters later, through the scales."""
-        return (self.f(x).float(),)
+        with precision.transform(x) as x:
+            return (self.f(x).float(),)
 
     def encode_latents(self, latents: Latents, quality: float) -> Encoded:
         (y,) = latents
@@ -288,7 +290,8 @@ class CompressiveAutoencoder(CodingModel):
 
     def synthesize(self, z_hat: Tensor) -> Tensor:
         """z_hat (B, C, h, w) -> x_hat (B, 3, 8h, 8w) float32, clamped to [0, 1]."""
-        return self.g(z_hat).float().clamp(0, 1)
+        with precision.transform(z_hat) as z_hat:
+            return self.g(z_hat).float().clamp(0, 1)
 
     def tables(self) -> CdfTables:
         """For each enabled channel c, one table per grid point k from the lowest to the highest

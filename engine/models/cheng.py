@@ -127,7 +127,8 @@ class ChengAnalysis(nn.Sequential):
 
     def analyze(self, x: Tensor) -> Tensor:
         """The coding path's y, float32."""
-        return in_strips(self, precision.layout(x), 16, 1, self.N, halo=self.halo).float()
+        with precision.transform(x) as x:
+            return in_strips(self, x, 16, 1, self.N, halo=self.halo).float()
 
 
 class ChengSynthesis(nn.Sequential):
@@ -145,8 +146,8 @@ class ChengSynthesis(nn.Sequential):
 
     def synthesize(self, y_hat: Tensor) -> Tensor:
         """The decoder's image, float32, clamped to [0, 1]."""
-        return in_strips(self._pixels, precision.layout(y_hat), 1, 16, 3,
-                         halo=self.halo).clamp_(0, 1)
+        with precision.transform(y_hat) as y_hat:
+            return in_strips(self._pixels, y_hat, 1, 16, 3, halo=self.halo).clamp_(0, 1)
 
     def _pixels(self, y_hat: Tensor) -> Tensor:
         """Every layer but the last may run under autocast; the last one's rounding goes straight

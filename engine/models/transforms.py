@@ -3,7 +3,7 @@
 Analysis: Balle's four 5x5 stride-2 convolutions with GDN (Balle, Laparra, Simoncelli, ICLR
 2017). Synthesis: its mirror with sub-pixel convolutions and IGDN instead of transposed
 convolutions (Theis et al., ICLR 2017). When coding, both run in horizontal strips on large
-images (memory), may run under autocast (`engine.precision`), and return float32.
+images (memory), may run under autocast (`engine.precision.transform`), and return float32.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ class Analysis(nn.Sequential):
 
     def analyze(self, x: Tensor) -> Tensor:
         """The coding path's y, float32."""
-        return in_strips(self, precision.layout(x), 16, 1, self.M).float()
+        with precision.transform(x) as x:
+            return in_strips(self, x, 16, 1, self.M).float()
 
 
 class Synthesis(nn.Sequential):
@@ -37,7 +38,8 @@ class Synthesis(nn.Sequential):
 
     def synthesize(self, y_hat: Tensor) -> Tensor:
         """The decoder's image, float32, clamped to [0, 1]."""
-        return in_strips(self._pixels, precision.layout(y_hat), 1, 16, 3).clamp_(0, 1)
+        with precision.transform(y_hat) as y_hat:
+            return in_strips(self._pixels, y_hat, 1, 16, 3).clamp_(0, 1)
 
     def _pixels(self, y_hat: Tensor) -> Tensor:
         """Every layer but the last may run under autocast: the last one's rounding goes
