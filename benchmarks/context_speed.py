@@ -33,6 +33,7 @@ from results_md import commit, cpu, write_section  # noqa: E402
 from engine import Codec  # noqa: E402
 from engine.images import list_images, to_batch  # noqa: E402
 from engine.models.integer_context import wavefront_steps  # noqa: E402
+from engine.precision import PRECISIONS, resolve  # noqa: E402
 from tests.compressai_reference import load_compressai  # noqa: E402
 
 KODAK = ROOT.parent / "shared" / "data" / "kodak"
@@ -52,7 +53,7 @@ def measure(arch: str, a: argparse.Namespace, images: list[Path]) -> list[str]:
     rows = []
     for threads in a.threads:
         torch.set_num_threads(threads)
-        ours = Codec(weights=weights, precision="float32", threads=threads)
+        ours = Codec(weights=weights, precision=a.precision, threads=threads)
         times = {"cai_c": 0.0, "cai_d": 0.0, "our_c": 0.0, "our_d": 0.0}
         with torch.inference_mode():
             ours.decompress(ours.compress(to_batch(images[0])[..., :128, :128]))  # warm-up
@@ -85,6 +86,8 @@ def main() -> None:
     p.add_argument("--images", type=int, default=3, help="the first N Kodak images")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--workdir", type=Path, default=ROOT / "out" / "compressai_import")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="of this engine's g_a and g_s (default: its default)")
     p.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     a = p.parse_args()
     compressai = load_compressai()
@@ -100,7 +103,8 @@ def main() -> None:
         f"Command: `python benchmarks/context_speed.py {' '.join(sys.argv[1:])}`. Random "
         "weights of CompressAI's quality-3 shapes (speed does not depend on training), "
         "imported with `python -m engine.zoo import-compressai`; this engine at "
-        "`Codec(weights=W, precision=\"float32\", threads=T)`.",
+        f"`Codec(weights=W, precision=\"{a.precision}\", threads=T)` (g_a and g_s in "
+        f"{str(resolve(a.precision, torch.device('cpu'))).removeprefix('torch.')}).",
         "",
         "| architecture | threads | compress s, CompressAI / ours (ratio) | decompress s, "
         "CompressAI / ours (ratio) | serial steps: CompressAI / ours |",

@@ -46,6 +46,11 @@ ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTI
               "NIC_RANS_SCALAR")  # what benchmarks/without_avx512.sh sets
 
 
+def isa_limited() -> bool:
+    """Whether this process runs under benchmarks/without_avx512.sh's limits."""
+    return any(os.environ.get(k) for k in ISA_LIMITS)
+
+
 def cpu() -> str:
     """The CPU's model name, its cores, whether it has AVX-512 (and its bfloat16 dot products)
     and AMX, and the instruction-set limits this process runs under, if any."""
@@ -59,7 +64,7 @@ def cpu() -> str:
     text = f"{name}, {os.cpu_count()} cores, " + ", ".join(
         f"{k} {'yes' if v else 'no'}" for k, v in has.items())
     limits = [f"{k}={os.environ[k]}" for k in ISA_LIMITS if os.environ.get(k)]
-    if limits:
+    if isa_limited():
         text += f" (held to AVX2 by {' '.join(limits)}: benchmarks/without_avx512.sh)"
     return text
 

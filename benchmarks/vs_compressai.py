@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KODIM = ROOT.parent / "shared" / "data" / "kodak" / "kodim23.png"
 sys.path.insert(0, str(ROOT))
 
-from results_md import commit, cpu, write_section  # noqa: E402
+from results_md import commit, cpu, isa_limited, write_section  # noqa: E402
 from timing import best_of, peak_rss_in_child, print_peak_rss  # noqa: E402
 
 
@@ -190,15 +190,16 @@ def report(codecs: dict, coders: dict, memory: dict, image: str, repeat: int) ->
 
     n = coders["symbols"]
     dtype = str(resolve("auto", torch.device("cpu"))).removeprefix("torch.")
+    wrapper = "bash benchmarks/without_avx512.sh " if isa_limited() else ""
     for times in codecs.values():
         for name in ("ours32", "oursint", "cai"):
             times[f"{name}_total"] = times[f"{name}_compress"] + times[f"{name}_decompress"]
     lines = [
         f"Date {date.today()}, commit {commit()}, {cpu()}, torch {torch.__version__}; "
         f"image: {image}.",
-        f"Command: `python benchmarks/vs_compressai.py --repeat {repeat} --write`. Both: "
-        "mean-scale hyperprior N=128, M=192, random weights; best of several runs, each setting "
-        "in a fresh process. nicengine runs at its default precision (g_a and g_s in "
+        f"Command: `{wrapper}python benchmarks/vs_compressai.py {' '.join(sys.argv[1:])}`. "
+        "Both: mean-scale hyperprior N=128, M=192, random weights; best of several runs, each "
+        "setting in a fresh process. nicengine runs at its default precision (g_a and g_s in "
         f"{dtype} on this CPU; `engine.precision`) with the exact integer hyper-decoder "
         "(`engine.models.integer_hyper`, the default of the models that have one: the default "
         "path); in the rows marked float32, in float32 throughout like CompressAI, with h_s "
@@ -276,7 +277,11 @@ def main() -> None:
     text = report(codecs, coders, memory, image, a.repeat)
     print(text)
     if a.write:
-        write_section("vs_compressai", "nicengine vs CompressAI (CPU)", text)
+        if isa_limited():  # its own section: the figures of a CPU without AVX-512
+            write_section("vs_compressai_avx2", "nicengine vs CompressAI (CPU held to AVX2)",
+                          text)
+        else:
+            write_section("vs_compressai", "nicengine vs CompressAI (CPU)", text)
 
 
 if __name__ == "__main__":
