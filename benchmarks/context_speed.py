@@ -1,5 +1,6 @@
 """Joint autoregressive models against CompressAI: the same checkpoint, the same Kodak images,
-side by side in one run, at 1 and 2 threads.
+side by side in one run, at 1 and 2 threads (each architecture and thread count in a fresh
+process).
 
     python benchmarks/context_speed.py [--archs mbt2018 cheng2020-anchor] [--images 3]
         [--threads 1 2] [--write]
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from datetime import date
@@ -39,7 +41,17 @@ from tests.compressai_reference import load_compressai  # noqa: E402
 KODAK = ROOT.parent / "shared" / "data" / "kodak"
 
 
-def measure(arch: str, a: argparse.Namespace, images: list[Path]) -> list[str]:
+def in_child(arch: str, threads: int) -> str:
+    """The table row of one architecture at one thread count, measured in a fresh process:
+    torch sizes NNPACK's thread pool at its first use and keeps it, so a process that ran at 2
+    threads would run its NNPACK layers at 2 threads in the 1-thread rows."""
+    args = [a for a in sys.argv[1:] if a != "--write"]
+    run = subprocess.run([sys.executable, __file__, *args, "--archs", arch, "--child-threads",
+                          str(threads)], capture_output=True, text=True, check=True)
+    return run.stdout.strip().splitlines()[-1]
+
+
+def measure(arch: str, threads: int, a: argparse.Namespace, images: list[Path]) -> str:
     from compressai.zoo import image_models
 
     from engine.zoo.compressai import read_checkpoint
@@ -50,34 +62,28 @@ def measure(arch: str, a: argparse.Namespace, images: list[Path]) -> list[str]:
     theirs = image_models[arch](quality=3)
     theirs.load_state_dict(state)
     theirs.eval().update()
-    rows = []
-    for threads in a.threads:
-        torch.set_num_threads(threads)
-        ours = Codec(weights=weights, precision=a.precision, threads=threads)
-        times = {"cai_c": 0.0, "cai_d": 0.0, "our_c": 0.0, "our_d": 0.0}
-        with torch.inference_mode():
-            ours.decompress(ours.compress(to_batch(images[0])[..., :128, :128]))  # warm-up
-            for path in images:
-                x = to_batch(path)
-                t0 = time.perf_counter()
-                out = theirs.compress(x)
-                t1 = time.perf_counter()
-                theirs.decompress(out["strings"], out["shape"])
-                t2 = time.perf_counter()
-                data = ours.compress(x)
-                t3 = time.perf_counter()
-                ours.decompress(data)
-                t4 = time.perf_counter()
-                for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
-                    times[key] += dt / len(images)
-        h, w = (s // 16 for s in x.shape[2:])
-        rows.append(
-            f"| {arch} (N={theirs.N}, M={theirs.M}) | {threads} | {times['cai_c']:.2f} / "
+    ours = Codec(weights=weights, precision=a.precision, threads=threads)
+    times = {"cai_c": 0.0, "cai_d": 0.0, "our_c": 0.0, "our_d": 0.0}
+    with torch.inference_mode():
+        ours.decompress(ours.compress(to_batch(images[0])[..., :128, :128]))  # warm-up
+        for path in images:
+            x = to_batch(path)
+            t0 = time.perf_counter()
+            out = theirs.compress(x)
+            t1 = time.perf_counter()
+            theirs.decompress(out["strings"], out["shape"])
+            t2 = time.perf_counter()
+            data = ours.compress(x)
+            t3 = time.perf_counter()
+            ours.decompress(data)
+            t4 = time.perf_counter()
+            for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                times[key] += dt / len(images)
+    h, w = (s // 16 for s in x.shape[2:])
+    return (f"| {arch} (N={theirs.N}, M={theirs.M}) | {threads} | {times['cai_c']:.2f} / "
             f"{times['our_c']:.2f} ({times['cai_c'] / times['our_c']:.1f}x) | "
             f"{times['cai_d']:.2f} / {times['our_d']:.2f} "
             f"({times['cai_d'] / times['our_d']:.1f}x) | {h * w} / {wavefront_steps(h, w)} |")
-        print(rows[-1], flush=True)
-    return rows
 
 
 def main() -> None:
@@ -89,11 +95,20 @@ def main() -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="of this engine's g_a and g_s (default: its default)")
     p.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
+    p.add_argument("--child-threads", type=int, help=argparse.SUPPRESS)
     a = p.parse_args()
     compressai = load_compressai()
     images = list_images(KODAK)[: a.images]
+    if a.child_threads:
+        torch.set_num_threads(a.child_threads)
+        print(measure(a.archs[0], a.child_threads, a, images))
+        return
     load_before = os.getloadavg()[0]
-    rows = [row for arch in a.archs for row in measure(arch, a, images)]
+    rows = []
+    for arch in a.archs:
+        for threads in a.threads:
+            rows.append(in_child(arch, threads))
+            print(rows[-1], flush=True)
     text = "\n".join([
         f"Date {date.today()}, commit {commit()}, {cpu()}, torch {torch.__version__}, "
         f"CompressAI {compressai.__version__}; the first {len(images)} Kodak images (768x512 "

@@ -374,6 +374,7 @@ class Codec:
         return self.decompress_batch([data], device, rectifier)[0]
 
     @torch.no_grad()
+    @cpu_threads.at_full_threads
     def decompress_batch(self, streams: list[bytes | str | Path],
                          device: str | torch.device | None = None, rectifier: bool = True
                          ) -> list[torch.Tensor]:

@@ -15,7 +15,9 @@ pool balances work between threads (decoding held up under a busy core: RESULTS.
 decoded pixels' last bits depend on the thread count, which should not follow the load. Torch
 creates NNPACK's pool on its first use with the thread count of that moment and keeps it, so
 the first compress call creates it at the full count before cutting (else one busy moment
-would leave decoding at one thread for good).
+would leave decoding at one thread for good). torch's count is the process's, and a thread takes
+it on its first torch call, so while a compress call runs cut no other engine call starts (a
+decode on a new thread would otherwise run at the cut count for good).
 
 `NICENGINE_THREADS=fixed` keeps torch's count whatever the load. Where /proc/loadavg does not
 exist (macOS, Windows) nothing changes.
@@ -37,8 +39,9 @@ LOADAVG = Path("/proc/loadavg")
 OWN_THREADS = Path("/proc/self/task")
 READS, READ_GAP_S = 3, 0.0002
 _nnpack_pool_made = False
-_lock = threading.Lock()
+_state = threading.Condition()
 _calls = 0  # engine calls in flight in this process
+_cutter: int | None = None  # the thread whose compress call runs with the count cut
 
 
 def _own_running() -> int:
@@ -94,20 +97,47 @@ def on_free_cores(fn: Callable) -> Callable:
     state too fast to be told from other work reliably."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        global _calls
-        wanted = torch.get_num_threads()
-        _make_nnpack_pool()
-        with _lock:
-            _calls += 1
-            alone = _calls == 1
-        use = threads_for_call(wanted) if alone else wanted
-        if use != wanted:
-            torch.set_num_threads(use)
+        global _calls, _cutter
+        with _state:
+            wanted = _enter()
+            _make_nnpack_pool()
+            use = threads_for_call(wanted) if _calls == 1 else wanted
+            if use != wanted:
+                torch.set_num_threads(use)
+                _cutter = threading.get_ident()
         try:
             return fn(*args, **kwargs)
         finally:
-            if use != wanted:
-                torch.set_num_threads(wanted)
-            with _lock:
+            with _state:
+                if use != wanted:
+                    torch.set_num_threads(wanted)
+                    _cutter = None
+                    _state.notify_all()
                 _calls -= 1
     return wrapper
+
+
+def at_full_threads(fn: Callable) -> Callable:
+    """fn (decoding) as an engine call in flight that never runs during a cut, so at torch's
+    full count (decoded pixels' last bits depend on it)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        global _calls
+        with _state:
+            _enter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with _state:
+                _calls -= 1
+    return wrapper
+
+
+def _enter() -> int:
+    """Under _state: wait while another thread's call runs with the count cut, count this call
+    in, and return torch's count. torch's count is the process's: a thread that first runs
+    torch during a cut keeps the cut count for good, so no engine call may start then."""
+    global _calls
+    _state.wait_for(lambda: _cutter in (None, threading.get_ident()))
+    _calls += 1
+    return torch.get_num_threads()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -64,9 +65,9 @@ def to_batch(image: ImageLike, drop_alpha: bool = False) -> torch.Tensor:
     if not x.is_floating_point():
         raise ValueError(f"tensor images must be uint8 or floating point, got {x.dtype}")
     x = x.float()
-    if not torch.isfinite(x).all():
+    lo, hi = (float(v) for v in torch.aminmax(x))  # one pass; a NaN anywhere makes both NaN
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError("the image contains NaN or infinite values")
-    lo, hi = float(x.min()), float(x.max())
     if lo < 0 or hi > 1:
         raise ValueError(f"float images must lie in [0, 1]; this one spans [{lo:.4g}, {hi:.4g}]")
     return x.contiguous()

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from engine import precision
 from engine.models import MeanScaleHyperprior, ModelConfig
 
 if not torch.cuda.is_available():
@@ -21,6 +20,11 @@ if not torch.cuda.is_available():
     # the first kernel call, after this.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+# precision="auto" is float32 in every test, and in the processes the tests start, whatever the
+# CPU (CI's varies; with AVX512_BF16 it would be bfloat16), so the exact comparisons hold
+# everywhere: oneDNN is held below its bfloat16 instructions (`engine.precision.fast_bfloat16`).
+# Tests of the bfloat16 path ask for it by name.
+os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX512_CORE_VNNI"
 # Where the kernel tests put their tensors: CUDA on a GPU host (compiled kernels), the CPU under
 # the interpreter (also on a GPU host when TRITON_INTERPRET=1 asks for it, as `make test` does).
 KERNEL_DEVICE = torch.device("cuda" if torch.cuda.is_available() and not INTERPRET else "cpu")
@@ -50,14 +54,6 @@ def smooth_image(h: int, w: int, seed: int = 0) -> torch.Tensor:
     phase = torch.rand(3, 1, 1, generator=g) * 6
     base = 0.5 + 0.3 * torch.sin(4 * xx + 3 * yy + phase) * torch.cos(2 * yy - xx + phase)
     return (base + 0.05 * torch.rand(3, h, w, generator=g)).clamp(0, 1)
-
-
-@pytest.fixture(autouse=True)
-def auto_precision_is_float32(monkeypatch):
-    """precision="auto" means float32 in every test whatever the CPU (CI's varies; on CPUs with
-    AVX512_BF16 it would be bfloat16), so the exact comparisons hold everywhere. Tests of the
-    bfloat16 path ask for it by name."""
-    monkeypatch.setattr(precision, "fast_bfloat16", lambda: False)
 
 
 def check_bfloat16_round_trip(model, x: torch.Tensor, max_mse: float = 1e-5) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import torch
@@ -106,5 +107,44 @@ def test_compress_runs_on_the_free_cores_and_restores_the_count(two_cores, monke
         seen.clear()
         assert codec.compress(smooth_image(64, 64)) == data
         assert seen == [2]
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_no_call_starts_while_a_compress_runs_cut(two_cores, monkeypatch):
+    """torch's count is the process's, and a thread takes it on its first torch call: a decode
+    on a new thread while another thread's compress ran cut would run at the cut count for good,
+    with other pixels. So it waits for the cut to end."""
+    two_cores(3)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        codec = Codec(device="cpu")
+        x = smooth_image(256, 256)
+        data = codec.compress(x)
+        expected = codec.decompress(data)
+        model = codec.model()
+        original, analyzing = model.analyze, threading.Event()
+
+        def slow_analyze(*args, **kwargs):
+            analyzing.set()
+            time.sleep(0.3)  # the decode below starts meanwhile
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(model, "analyze", slow_analyze)
+        worker = threading.Thread(target=codec.compress, args=(x,))
+        worker.start()
+        analyzing.wait(30)
+        decoded = {}
+
+        def decode() -> None:
+            decoded["x"] = codec.decompress(data)
+            decoded["threads"] = torch.get_num_threads()
+
+        thread = threading.Thread(target=decode)
+        thread.start()
+        thread.join(60)
+        worker.join(60)
+        assert decoded["threads"] == 2 and torch.equal(decoded["x"], expected)
     finally:
         torch.set_num_threads(saved)

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from engine import Codec, precision
-from engine.precision import fast_bfloat16
 from tests.conftest import check_bfloat16_round_trip, smooth_image
 
 
@@ -35,11 +34,11 @@ def test_bfloat16_is_fast_where_onednn_may_use_it(monkeypatch, native, limit, fa
         monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     else:
         monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", limit)
-    fast_bfloat16.cache_clear()  # the function itself: conftest pins precision.fast_bfloat16
+    precision.fast_bfloat16.cache_clear()
     try:
-        assert fast_bfloat16() is fast
+        assert precision.fast_bfloat16() is fast
     finally:
-        fast_bfloat16.cache_clear()
+        precision.fast_bfloat16.cache_clear()
 
 
 def test_only_the_transforms_run_in_bfloat16(tiny_model):
