@@ -41,23 +41,23 @@ from tests.compressai_reference import load_compressai  # noqa: E402
 KODAK = ROOT.parent / "shared" / "data" / "kodak"
 
 
-def in_child(arch: str, threads: int) -> str:
+def in_child(arch: str, threads: int, ckpt: Path, weights: Path) -> str:
     """The table row of one architecture at one thread count, measured in a fresh process:
     torch sizes NNPACK's thread pool at its first use and keeps it, so a process that ran at 2
     threads would run its NNPACK layers at 2 threads in the 1-thread rows."""
     args = [a for a in sys.argv[1:] if a != "--write"]
-    run = subprocess.run([sys.executable, __file__, *args, "--archs", arch, "--child-threads",
-                          str(threads)], capture_output=True, text=True, check=True)
+    run = subprocess.run([sys.executable, __file__, *args, "--child", arch, str(threads),
+                          str(ckpt), str(weights)], capture_output=True, text=True, check=True)
     return run.stdout.strip().splitlines()[-1]
 
 
-def measure(arch: str, threads: int, a: argparse.Namespace, images: list[Path]) -> str:
+def measure(arch: str, threads: int, ckpt: Path, weights: Path, a: argparse.Namespace,
+            images: list[Path]) -> str:
+    """The row of CompressAI's checkpoint `ckpt` of `arch` against its import `weights`."""
     from compressai.zoo import image_models
 
     from engine.zoo.compressai import read_checkpoint
 
-    ckpt = checkpoint(arch, "random", a)
-    weights, _ = import_command(ckpt, arch)
     state, _ = read_checkpoint(ckpt)
     theirs = image_models[arch](quality=3)
     theirs.load_state_dict(state)
@@ -100,19 +100,22 @@ def main() -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="of this engine's g_a and g_s (default: its default)")
     p.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
-    p.add_argument("--child-threads", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)  # ARCH THREADS CKPT WEIGHTS
     a = p.parse_args()
     compressai = load_compressai()
     images = list_images(KODAK)[: a.images]
-    if a.child_threads:
-        torch.set_num_threads(a.child_threads)
-        print(measure(a.archs[0], a.child_threads, a, images))
+    if a.child:
+        arch, threads, ckpt, weights = a.child
+        torch.set_num_threads(int(threads))
+        print(measure(arch, int(threads), Path(ckpt), Path(weights), a, images))
         return
     load_before = os.getloadavg()[0]
     rows = []
     for arch in a.archs:
+        ckpt = checkpoint(arch, "random", a)
+        weights, _ = import_command(ckpt, arch)
         for threads in a.threads:
-            rows.append(in_child(arch, threads))
+            rows.append(in_child(arch, threads, ckpt, weights))
             print(rows[-1], flush=True)
     text = "\n".join([
         f"Date {date.today()}, commit {commit()}, {cpu()}, torch {torch.__version__}, "

@@ -64,7 +64,7 @@ def cpu() -> str:
     text = f"{name}, {os.cpu_count()} cores, " + ", ".join(
         f"{k} {'yes' if v else 'no'}" for k, v in has.items())
     limits = [f"{k}={os.environ[k]}" for k in ISA_LIMITS if os.environ.get(k)]
-    if isa_limited():
+    if limits:
         text += f" (held to AVX2 by {' '.join(limits)}: benchmarks/without_avx512.sh)"
     return text
 

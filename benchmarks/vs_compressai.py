@@ -184,7 +184,7 @@ def measure_memory(side: str, op: str, h: int, w: int) -> dict[str, float]:
     return peak_rss_in_child(__file__, side, op, h, w)
 
 
-def report(codecs: dict, coders: dict, memory: dict, image: str, repeat: int) -> str:
+def report(codecs: dict, coders: dict, memory: dict, image: str) -> str:
     """codecs: {(threads, heap): time_codecs' dict}."""
     from engine.precision import resolve
 
@@ -274,7 +274,7 @@ def main() -> None:
             for op in ("compress", "decompress"):
                 for side in ("ours", "cai"):
                     memory[(side, op, h, w)] = measure_memory(side, op, h, w)
-    text = report(codecs, coders, memory, image, a.repeat)
+    text = report(codecs, coders, memory, image)
     print(text)
     if a.write:
         if isa_limited():  # its own section: the figures of a CPU without AVX-512

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine import Codec
 from engine.models import MeanScaleHyperprior, ModelConfig
 
 if not torch.cuda.is_available():
@@ -60,8 +61,6 @@ def check_bfloat16_round_trip(model, x: torch.Tensor, max_mse: float = 1e-5) -> 
     """Streams made with g_a in bfloat16 and in float32 both decode at either precision, to
     images within `max_mse` of each other (a table chosen under autocast would desynchronise
     the coder: garbage or a CodecError), deterministically, at about the same size."""
-    from engine import Codec
-
     fast, exact = (Codec(weights=model, precision=p) for p in ("bfloat16", "float32"))
     for data in (fast.compress(x), exact.compress(x)):
         a, b = fast.decompress(data), exact.decompress(data)
