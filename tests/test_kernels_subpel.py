@@ -12,12 +12,23 @@ import pytest
 import torch
 
 from nicengine_kernels.dispatch import subpel, subpel_igdn
-from nicengine_kernels.subpel_reference import subpel_igdn_reference, subpel_reference
+from nicengine_kernels.subpel_reference import (
+    pixel_shuffle,
+    subpel_igdn_reference,
+    subpel_reference,
+)
 
 pytestmark = pytest.mark.usefixtures("kernels_on")
 
 GDN_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
 BF16_ULP = 2.0**-7
+
+
+@pytest.mark.parametrize("shape, r", [((1, 8, 3, 5), 2), ((2, 18, 4, 1), 3), ((1, 4, 1, 1), 2)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_reference_pixel_shuffle_is_torchs(shape, r, dtype):
+    y = torch.randn(shape).to(dtype)
+    assert torch.equal(pixel_shuffle(y, r), torch.nn.functional.pixel_shuffle(y, r))
 
 
 def _assert_written(out, poisoned):

@@ -77,31 +77,67 @@ class SubpelConv(nn.Module):
 # NNPACK's Winograd 3x3 convolution is about 2x faster than oneDNN's direct convolution for
 # layers of 64 or more outputs on CPUs without AVX-512 (the synthesis' largest layer: 95 ms
 # against 197 on a Kodak image, 2 cores, AVX2), but slower for few outputs (the last layer, 12
-# channels: 67 ms against 37). Its rounding differs slightly (~1e-4 relative). Inference only,
-# and never in an exported graph (torch.export, as ONNX export uses it): ONNX has no such
-# operator.
+# channels: 67 ms against 37). A 5x5 stride-2 layer is a 3x3 stride-1 one on the space-to-depth
+# rearrangement of its input (4x the channels, a 6x6 kernel: 36 taps for 25), and NNPACK runs
+# that 1.2 to 1.5x faster than oneDNN runs the direct one on one core (the analysis' largest
+# layer: 116 against 186 ms, AVX2; benchmarks/RESULTS.md) and as fast on two, from inputs of
+# 64x96 pixels and 32 channels; slower on smaller ones. Its rounding differs slightly (~1e-4
+# relative). Inference only, and never in an exported graph (torch.export, as ONNX export uses
+# it): ONNX has no such operator.
 _NNPACK = torch.backends.nnpack.is_available() and torch._nnpack_available()  # also initialises
+SPACE_TO_DEPTH_MIN_PIXELS = 64 * 96
+SPACE_TO_DEPTH_MIN_CHANNELS = 32
+
+
+def space_to_depth(x: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, 4C, ceil(H/2), ceil(W/2)), channel c*4 + 2p + q holding the pixels
+    (2i + p, 2j + q): F.pixel_unshuffle(x, 2) after zero-padding odd sizes. In two copies (rows,
+    then columns), twice as fast as pixel_unshuffle's one strided gather."""
+    b, c, h, w = x.shape
+    x = F.pad(x, (0, w % 2, 0, h % 2))
+    h, w = (h + 1) // 2, (w + 1) // 2
+    rows = x.view(b, c, h, 2, 2 * w).transpose(2, 3).contiguous()  # (B, C, p, H/2, W)
+    return rows.view(b, c, 2, h, w, 2).permute(0, 1, 2, 5, 3, 4).reshape(b, 4 * c, h, w)
+
+
+def space_to_depth_weight(weight: Tensor) -> Tensor:
+    """A 5x5 stride-2 kernel (O, C, 5, 5), padding 2, as the 3x3 stride-1 kernel (O, 4C, 3, 3),
+    padding 1, over `space_to_depth` of the input: input offset 2(a - 1) + p of the 5x5 kernel
+    (-2 to 2; 3 is a zero tap) is tap a of phase p."""
+    o, c = weight.shape[:2]
+    taps = F.pad(weight, (0, 1, 0, 1)).view(o, c, 3, 2, 3, 2)  # (O, C, a, p, b, q)
+    return taps.permute(0, 1, 3, 5, 2, 4).reshape(o, 4 * c, 3, 3)
 
 
 class Conv2d(nn.Conv2d):
-    """nn.Conv2d (the same parameters and state dict) whose 3x3 stride-1 zero-padded layers of
-    64 or more outputs run on NNPACK's Winograd convolution when inferring on the CPU in
-    float32."""
+    """nn.Conv2d (the same parameters and state dict) that runs on NNPACK's Winograd
+    convolution when inferring on the CPU in float32: its zero-padded 3x3 stride-1 layers of 64
+    or more outputs, and its 5x5 stride-2 ones of 64 or more outputs on inputs of at least
+    SPACE_TO_DEPTH_MIN_CHANNELS channels and SPACE_TO_DEPTH_MIN_PIXELS pixels, through
+    `space_to_depth`."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if self._winograd(x):
-            return torch._nnpack_spatial_convolution(x.contiguous(), self.weight, self.bias,
-                                                     [1, 1], [1, 1])
+        if self._nnpack(x):
+            if self.kernel_size == (3, 3):
+                return torch._nnpack_spatial_convolution(x.contiguous(), self.weight, self.bias,
+                                                         [1, 1], [1, 1])
+            return torch._nnpack_spatial_convolution(
+                space_to_depth(x), space_to_depth_weight(self.weight), self.bias, [1, 1], [1, 1])
         return super().forward(x)
 
-    def _winograd(self, x: Tensor) -> bool:
-        return (_NNPACK and x.device.type == "cpu" and x.dtype == torch.float32
+    def _nnpack(self, x: Tensor) -> bool:
+        if not (_NNPACK and x.device.type == "cpu" and x.dtype == torch.float32
                 and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_exporting()
                 and not (torch.is_grad_enabled()
                          and (x.requires_grad or self.weight.requires_grad))
-                and self.kernel_size == (3, 3) and self.stride == (1, 1)
-                and self.padding == (1, 1) and self.dilation == (1, 1) and self.groups == 1
-                and self.padding_mode == "zeros" and self.out_channels >= 64)
+                and self.dilation == (1, 1) and self.groups == 1
+                and self.padding_mode == "zeros" and self.out_channels >= 64):
+            return False
+        if self.kernel_size == (3, 3):
+            return self.stride == (1, 1) and self.padding == (1, 1)
+        return (self.kernel_size == (5, 5) and self.stride == (2, 2) and self.padding == (2, 2)
+                and self.in_channels >= SPACE_TO_DEPTH_MIN_CHANNELS
+                and x.shape[-2] * x.shape[-1] >= SPACE_TO_DEPTH_MIN_PIXELS)
 
 
 def conv(c_in: int, c_out: int, kernel_size: int = 5, stride: int = 2) -> Conv2d:
