@@ -43,7 +43,7 @@ def write_section(name: str, title: str, text: str) -> None:
 
 
 ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS",
-              "NIC_RANS_SCALAR")  # what benchmarks/without_avx512.sh sets
+              "NIC_RANS_SCALAR", "NIC_INT_GEMM_AVX2")  # what benchmarks/without_avx512.sh sets
 
 
 def isa_limited() -> bool:

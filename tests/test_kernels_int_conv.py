@@ -1,7 +1,7 @@
 """Exact integer convolution (the integer hyper-decoder's): every backend equals
 `int_conv_reference` bit for bit (torch.equal). The Triton kernel runs compiled on a GPU and under
-the interpreter on the CPU (the `device` fixture); the float32 GEMM path runs on the CPU, where it
-must not depend on the thread count, the batch or the ISA.
+the interpreter on the CPU (the `device` fixture); the CPU GEMM paths (the int8 GEMM and the
+float32 one, the `product` fixture) must not depend on the thread count, the batch or the ISA.
 """
 
 import hashlib
@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nicengine_kernels import dispatch
+from nicengine_kernels import _int_gemm, dispatch
 from nicengine_kernels import int_conv_gemm as gemm_module
 from nicengine_kernels.dispatch import int_conv
 from nicengine_kernels.int_conv_gemm import CHUNK_K, int_conv_gemm
@@ -58,7 +58,15 @@ for arch, k, block in [(80, 1, 16), (90, 3, MAX_BLOCK)]:
                               target=GPUTarget("cuda", arch, 32))
     print(bool(re.search(r"mma[.\\w]*\\.s8", compiled.asm["ptx"])))
 """
-LOW_ISA = {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}
+LOW_ISA = {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+           "NIC_INT_GEMM_AVX2": "1"}
+
+
+@pytest.fixture(params=["int8", "float32"])
+def product(request, monkeypatch):
+    """Which exact product int_conv_gemm runs."""
+    monkeypatch.setattr(gemm_module, "INT8_GEMM", request.param == "int8")
+    return request.param
 
 
 def _random(b, c, co, h, w, k, seed=0, low=-128, high=128):
@@ -98,7 +106,7 @@ def test_reference_is_the_convolution(shape):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_gemm_matches_reference(shape):
+def test_gemm_matches_reference(shape, product):
     x, weight = _random(*shape)
     out = int_conv_gemm(x, weight)
     assert out.dtype == torch.int32 and torch.equal(out, int_conv_reference(x, weight))
@@ -106,16 +114,16 @@ def test_gemm_matches_reference(shape):
 
 @pytest.mark.parametrize("shape", [(1, 20, 33, 5, 3, 5), (3, 5, 7, 7, 9, 3),
                                    (3, 17, 24, 6, 11, 1)])
-def test_gemm_bands_and_chunks(shape, monkeypatch):
-    """One output row per band; chunks of 16 products: parts of one channel (k = 5), one
-    channel (k = 3), 16 channels (k = 1)."""
-    monkeypatch.setattr(gemm_module, "COLS_FLOATS", 1)
+def test_gemm_bands_and_chunks(shape, product, monkeypatch):
+    """One output row per band; float32 chunks of 16 products: parts of one channel (k = 5),
+    one channel (k = 3), 16 channels (k = 1)."""
+    monkeypatch.setattr(gemm_module, "COLS_ELEMENTS", 1)
     monkeypatch.setattr(gemm_module, "CHUNK_K", 16)
     x, weight = _random(*shape, seed=1)
     assert torch.equal(int_conv_gemm(x, weight), int_conv_reference(x, weight))
 
 
-def test_worst_case_magnitudes():
+def test_worst_case_magnitudes(product):
     x, weight = _worst_case()
     expected = int_conv_reference(x, weight)
     terms = x.shape[1] * 9
@@ -131,11 +139,13 @@ def test_unchunked_float32_is_not_exact(monkeypatch):
     x, weight = _same_sign()
     expected = int_conv_reference(x, weight)
     assert int(expected.min()) > 2**24
+    monkeypatch.setattr(gemm_module, "INT8_GEMM", False)
     monkeypatch.setattr(gemm_module, "CHUNK_K", 10**9)
     assert not torch.equal(int_conv_gemm(x, weight), expected)
 
 
-def test_gemm_independent_of_threads_and_batch():
+def test_gemm_independent_of_threads_and_batch(product, monkeypatch):
+    monkeypatch.setattr(gemm_module, "THREADED_PRODUCTS", 1)
     x, weight = _random(3, 150, 40, 13, 17, 3, seed=2)
     threads = torch.get_num_threads()
     try:
@@ -151,8 +161,8 @@ def test_gemm_independent_of_threads_and_batch():
 
 
 def test_gemm_independent_of_isa(tmp_path):
-    """The same bytes with ATen's and MKL's lowest ISA (default, SSE4.2) as with this machine's,
-    and the reference's."""
+    """The same bytes with ATen's and MKL's lowest ISA (default, SSE4.2) and the int8 GEMM held
+    to AVX2 as with this machine's, and the reference's."""
     x, weight = _same_sign()
     torch.save((x, weight), tmp_path / "data.pt")
     expected = hashlib.sha256(int_conv_reference(x, weight).numpy().tobytes()).hexdigest()
@@ -164,7 +174,8 @@ def test_gemm_independent_of_isa(tmp_path):
     assert hashes == [expected, expected]
 
 
-def test_gemm_keeps_the_precision_switch():
+def test_gemm_keeps_the_precision_switch(monkeypatch):
+    monkeypatch.setattr(gemm_module, "INT8_GEMM", False)
     x, weight = _random(1, 4, 16, 5, 5, 3)
     matmul = torch.backends.mkldnn.matmul
     before = matmul.fp32_precision
@@ -174,6 +185,29 @@ def test_gemm_keeps_the_precision_switch():
         assert matmul.fp32_precision == "bf16"
     finally:
         matmul.fp32_precision = before
+
+
+@pytest.mark.parametrize("m, n, k", [(1, 1, 1), (5, 17, 3), (9, 33, 260), (64, 100, 1153)])
+def test_int8_gemm_simd_and_portable_match_int64(m, n, k):
+    """The SIMD tile (where the CPU has one) and the portable one, on sizes off the tiles (4 x 16)
+    and odd K, with the extremes of int8, into rows of C wider than N."""
+    a, b = _random(1, 1, 1, m, k, 1, seed=3)[0][0, 0], _random(1, 1, 1, k, n, 1, seed=4)[0][0, 0]
+    a[0], b[:, 0] = -128, -128
+    packed = gemm_module._pack(a)
+    expected = a.long() @ b.long()
+    for portable in (False, True):
+        c = torch.full((m, n + 3), -1, dtype=torch.int32)
+        _int_gemm.gemm(packed.data_ptr(), b.data_ptr(), c.data_ptr(), m, n, k, n + 3, 2,
+                       portable)
+        assert torch.equal(c[:, :n].long(), expected) and (c[:, n:] == -1).all()
+
+
+def test_int8_gemm_is_the_default_on_cpus_with_avx2():
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if "flags" not in flags:
+        pytest.skip("no /proc/cpuinfo flags to compare with")
+    has_avx2 = " avx2" in flags
+    assert has_avx2 == gemm_module.INT8_GEMM
 
 
 def test_dispatch_routes(monkeypatch):
