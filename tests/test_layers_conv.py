@@ -57,3 +57,22 @@ def test_small_or_trained_or_other_layers_keep_torchs_convolution():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert not layer._nnpack(large)
     assert not layer._nnpack(large)  # gradients on: training
+
+
+@needs_nnpack
+def test_the_rearranged_weight_follows_the_weight():
+    layer = conv(32, 64).eval()
+    x = torch.randn(1, 32, 64, 96)
+    with torch.no_grad():
+        first = layer(x)
+        assert torch.equal(layer(x), first)
+        layer.weight.mul_(2)  # in place: the version counter moves
+        assert torch.allclose(layer(x) - layer.bias.view(1, -1, 1, 1),
+                              2 * (first - layer.bias.view(1, -1, 1, 1)), atol=1e-4)
+        layer.load_state_dict({**layer.state_dict(), "weight": -layer.weight})
+        expected = F.conv2d(x, layer.weight, layer.bias, stride=2, padding=2)
+        assert torch.allclose(layer(x), expected, atol=1e-4)
+    with torch.inference_mode():
+        made_here = conv(32, 64).eval()  # inference tensors: no version counter
+        assert torch.allclose(made_here(x), F.conv2d(x, made_here.weight, made_here.bias,
+                                                     stride=2, padding=2), atol=1e-4)

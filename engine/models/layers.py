@@ -122,8 +122,20 @@ class Conv2d(nn.Conv2d):
                 return torch._nnpack_spatial_convolution(x.contiguous(), self.weight, self.bias,
                                                          [1, 1], [1, 1])
             return torch._nnpack_spatial_convolution(
-                space_to_depth(x), space_to_depth_weight(self.weight), self.bias, [1, 1], [1, 1])
+                space_to_depth(x), self._space_to_depth_weight(), self.bias, [1, 1], [1, 1])
         return super().forward(x)
+
+    def _space_to_depth_weight(self) -> Tensor:
+        """space_to_depth_weight(self.weight), made again only when the weight changes (an
+        inference tensor has no version counter: then every call)."""
+        w = self.weight
+        if torch.is_inference(w):
+            return space_to_depth_weight(w)
+        key = (w.data_ptr(), w._version)
+        cached = self.__dict__.get("_s2d")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_s2d"] = (key, space_to_depth_weight(w.detach()))
+        return cached[1]
 
     def _nnpack(self, x: Tensor) -> bool:
         if not (_NNPACK and x.device.type == "cpu" and x.dtype == torch.float32
