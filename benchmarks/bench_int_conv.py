@@ -4,9 +4,10 @@ layer shapes, against float convolutions of the same values, side by side in one
     python benchmarks/bench_int_conv.py [--repeat 5] [--write]
 
 Each layer is h_s's k = 3 convolution on one Kodak image (512 x 768, z at 8 x 12): C -> Co
-channels at H x W. On the CPU, at one thread and at all of torch's threads: the float32 GEMM
-path (`int_conv_gemm`, the CPU's exact path), the reference (int64 matmul), and F.conv2d in
-float32 and float64; on a GPU also the Triton kernel and both F.conv2d (TF32 off). Times are the
+channels at H x W. On the CPU, at one thread and at all of torch's threads: the CPU's exact
+paths (`int_conv_gemm`: the int8 GEMM of csrc/int_gemm.cpp where the CPU has AVX2, and the
+float32 GEMMs over exact chunks), the reference (int64 matmul), and F.conv2d in float32 and
+float64; on a GPU also the Triton kernel and both F.conv2d (TF32 off). Times are the
 fastest of --repeat calls after a warm-up. GOPS = 2*B*Co*C*k*k*H*W / s; GB/s = input, weights and
 output in each method's dtypes, read or written once, / s. The exact paths are checked against
 the reference first. `--write` puts the table into benchmarks/RESULTS.md.
@@ -31,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from results_md import commit, cpu, machine, write_section  # noqa: E402
 from timing import best_of  # noqa: E402
 
-from nicengine_kernels.int_conv_gemm import int_conv_gemm  # noqa: E402
+from nicengine_kernels import int_conv_gemm as gemm_module  # noqa: E402
 from nicengine_kernels.int_conv_reference import int_conv_reference  # noqa: E402
 
 K = 3
@@ -47,6 +48,17 @@ def _float_conv(dtype: torch.dtype, x: torch.Tensor, weight: torch.Tensor) -> Ca
     return partial(F.conv2d, xf, wf, padding=K // 2)
 
 
+def _cpu_path(int8: bool, x: torch.Tensor, weight: torch.Tensor) -> Callable:
+    """int_conv_gemm through its int8 GEMM or its float32 one."""
+    def call() -> torch.Tensor:
+        saved, gemm_module.INT8_GEMM = gemm_module.INT8_GEMM, int8
+        try:
+            return gemm_module.int_conv_gemm(x, weight)
+        finally:
+            gemm_module.INT8_GEMM = saved
+    return call
+
+
 def methods(x: torch.Tensor, weight: torch.Tensor) -> dict[str, tuple[Callable, int, bool]]:
     """name -> (call, element bytes of input and weights, exact): the paths to time on x's
     device, all on the same values."""
@@ -56,7 +68,9 @@ def methods(x: torch.Tensor, weight: torch.Tensor) -> dict[str, tuple[Callable, 
         from nicengine_kernels.int_conv import int_conv_triton
 
         return {"int8 Triton": (partial(int_conv_triton, x, weight), 1, True), **found}
-    return {"int8 GEMM path": (partial(int_conv_gemm, x, weight), 1, True),
+    simd = {"int8 GEMM (int_gemm.cpp)": (_cpu_path(True, x, weight), 1, True)}
+    return {**(simd if gemm_module.INT8_GEMM else {}),  # the CPU has AVX2
+            "float32 GEMM over exact chunks": (_cpu_path(False, x, weight), 1, True),
             "int8 reference": (partial(int_conv_reference, x, weight), 1, True), **found}
 
 

@@ -29,7 +29,8 @@ def test_space_to_depth_weight_gives_the_strided_convolution_exactly(size):
 
 @needs_nnpack
 @pytest.mark.parametrize("batch, c_in, c_out, h, w", [
-    (1, 128, 64, 64, 96), (1, 130, 64, 67, 93), (2, 128, 96, 65, 130), (1, 192, 192, 127, 200)])
+    (1, 128, 64, 128, 128), (1, 130, 64, 131, 129), (2, 128, 96, 129, 130),
+    (1, 192, 192, 127, 200)])
 def test_strided_layers_on_large_inputs_run_through_nnpack_and_match_torch(
         batch, c_in, c_out, h, w):
     layer = conv(c_in, c_out).eval()
@@ -46,11 +47,11 @@ def test_strided_layers_on_large_inputs_run_through_nnpack_and_match_torch(
 @needs_nnpack
 def test_small_or_trained_or_other_layers_keep_torchs_convolution():
     layer = conv(128, 64).eval()
-    large = torch.randn(1, 128, 64, 96)
+    large = torch.randn(1, 128, 128, 128)
     with torch.no_grad():
         assert layer._nnpack(large)
-        assert not layer._nnpack(torch.randn(1, 128, 63, 96))  # under 64x96 pixels
-        assert not conv(64, 64)._nnpack(torch.randn(1, 64, 64, 96))  # few input channels
+        assert not layer._nnpack(torch.randn(1, 128, 127, 128))  # under 128x128 pixels
+        assert not conv(64, 64)._nnpack(torch.randn(1, 64, 128, 128))  # few input channels
         assert not conv(128, 32)._nnpack(large)  # few outputs
         assert not conv(128, 64, 3, 2)._nnpack(large)  # 3x3 stride 2
         assert not layer._nnpack(large.double())
@@ -62,7 +63,7 @@ def test_small_or_trained_or_other_layers_keep_torchs_convolution():
 @needs_nnpack
 def test_the_rearranged_weight_follows_the_weight():
     layer = conv(128, 64).eval()
-    x = torch.randn(1, 128, 64, 96)
+    x = torch.randn(1, 128, 128, 128)
     with torch.no_grad():
         assert layer._nnpack(x)
         first = layer(x)

@@ -79,14 +79,15 @@ class SubpelConv(nn.Module):
 # against 197 on a Kodak image, 2 cores, AVX2), but slower for few outputs (the last layer, 12
 # channels: 67 ms against 37). A 5x5 stride-2 layer is a 3x3 stride-1 one on the space-to-depth
 # rearrangement of its input (4x the channels, a 6x6 kernel: 36 taps for 25), and NNPACK runs
-# that 1.1 to 1.6x faster than oneDNN runs the direct one from inputs of 128 channels and 64x96
-# pixels (at N=128, 128 -> 128 at 256x384: 120 against 188 ms on one core, 81 against 116 on
-# two, AVX2; benchmarks/RESULTS.md), and up to 1.5x slower on smaller ones (64 channels). Its
-# rounding differs slightly (~1e-4
+# that 1.2 to 1.6x faster than oneDNN runs the direct one from inputs of 128 channels and
+# 128x128 pixels (at N=128, 128 -> 128 at 256x384: 120 against 188 ms on one core, 81 against
+# 116 on two, AVX2; benchmarks/RESULTS.md), and up to 1.5x slower on smaller ones (64 channels;
+# at 64x96 pixels 1.4x faster on one core, 1.3x slower on two with AVX-512). Its rounding
+# differs slightly (~1e-4
 # relative). Inference only, and never in an exported graph (torch.export, as ONNX export uses
 # it): ONNX has no such operator.
 _NNPACK = torch.backends.nnpack.is_available() and torch._nnpack_available()  # also initialises
-SPACE_TO_DEPTH_MIN_PIXELS = 64 * 96
+SPACE_TO_DEPTH_MIN_PIXELS = 128 * 128
 SPACE_TO_DEPTH_MIN_CHANNELS = 128
 
 
