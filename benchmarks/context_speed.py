@@ -35,7 +35,7 @@ from results_md import commit, cpu, write_section  # noqa: E402
 from engine import Codec  # noqa: E402
 from engine.images import list_images, to_batch  # noqa: E402
 from engine.models.integer_context import wavefront_steps  # noqa: E402
-from engine.precision import PRECISIONS, resolve  # noqa: E402
+from engine.precision import PRECISIONS, describe  # noqa: E402
 from tests.compressai_reference import load_compressai  # noqa: E402
 
 KODAK = ROOT.parent / "shared" / "data" / "kodak"
@@ -126,8 +126,8 @@ def main() -> None:
         f"Command: `python benchmarks/context_speed.py {' '.join(sys.argv[1:])}`. Random "
         "weights of CompressAI's quality-3 shapes (speed does not depend on training), "
         "imported with `python -m engine.zoo import-compressai`; this engine at "
-        f"`Codec(weights=W, precision=\"{a.precision}\", threads=T)` (g_a and g_s in "
-        f"{str(resolve(a.precision, torch.device('cpu'))).removeprefix('torch.')}).",
+        f"`Codec(weights=W, precision=\"{a.precision}\", threads=T)` "
+        f"({describe(a.precision, torch.device('cpu'))}).",
         "",
         "| architecture | threads | compress s, CompressAI / ours (ratio) | decompress s, "
         "CompressAI / ours (ratio) | serial steps: CompressAI / ours |",

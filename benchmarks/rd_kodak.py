@@ -30,7 +30,7 @@ from engine import Codec, zoo  # noqa: E402
 from engine.bjontegaard import bd_psnr, bd_rate  # noqa: E402
 from engine.evaluate import evaluate_image  # noqa: E402
 from engine.images import list_images, to_batch  # noqa: E402
-from engine.precision import PRECISIONS, resolve  # noqa: E402
+from engine.precision import PRECISIONS, describe  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -97,10 +97,9 @@ def plot(ours: dict, anchors: dict, label: str, path: Path) -> None:
 
 
 def report(points: dict, ours: dict, table: list, label: str, command: str, stem: str,
-           dtype: torch.dtype, device: str) -> str:
+           transforms: str, device: str) -> str:
     lines = [f"Date {date.today()}, commit {commit()}, {machine(device)}, "
-             f"command: `{command}`. Model: {label}; g_a and "
-             f"g_s in {str(dtype).removeprefix('torch.')}.", "",
+             f"command: `{command}`. Model: {label}; {transforms}.", "",
              "| point | bpp | PSNR (dB) | MS-SSIM | encode (s) | decode (s) |",
              "| --- | --- | --- | --- | --- | --- |"]
     for name, p in points.items():
@@ -154,8 +153,8 @@ def main() -> None:
     plot(ours, anchors, a.label, RESULTS / f"{a.name}.png")
     command = "python benchmarks/rd_kodak.py " + shlex.join(sys.argv[1:])
     device = next(iter(codecs.values())).device_for() if a.device == "auto" else a.device
-    dtype = resolve(a.precision, torch.device(device))
-    text = report(points, ours, table, a.label, command.strip(), a.name, dtype, device)
+    transforms = describe(a.precision, torch.device(device))
+    text = report(points, ours, table, a.label, command.strip(), a.name, transforms, device)
     print(text)
     if a.write:
         write_section("rd_kodak", "Kodak rate-distortion", text)

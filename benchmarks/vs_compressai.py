@@ -186,10 +186,10 @@ def measure_memory(side: str, op: str, h: int, w: int) -> dict[str, float]:
 
 def report(codecs: dict, coders: dict, memory: dict, image: str) -> str:
     """codecs: {(threads, heap): time_codecs' dict}."""
-    from engine.precision import resolve
+    from engine.precision import describe
 
     n = coders["symbols"]
-    dtype = str(resolve("auto", torch.device("cpu"))).removeprefix("torch.")
+    chosen = describe("auto", torch.device("cpu"))
     wrapper = "bash benchmarks/without_avx512.sh " if isa_limited() else ""
     for times in codecs.values():
         for name in ("ours32", "oursint", "cai"):
@@ -199,8 +199,8 @@ def report(codecs: dict, coders: dict, memory: dict, image: str) -> str:
         f"image: {image}.",
         f"Command: `{wrapper}python benchmarks/vs_compressai.py {' '.join(sys.argv[1:])}`. "
         "Both: mean-scale hyperprior N=128, M=192, random weights; best of several runs, each "
-        "setting in a fresh process. nicengine runs at its default precision (g_a and g_s in "
-        f"{dtype} on this CPU; `engine.precision`) with the exact integer hyper-decoder "
+        "setting in a fresh process. nicengine runs at its default precision "
+        f"({chosen} on this CPU; `engine.precision`) with the exact integer hyper-decoder "
         "(`engine.models.integer_hyper`, the default of the models that have one: the default "
         "path); in the rows marked float32, in float32 throughout like CompressAI, with h_s "
         "in float64. Heap: the engine's policy (engine/heap.py, which `import engine` applies "

@@ -22,7 +22,7 @@ from .codec import DEFAULT_MODEL, DEFAULT_QUALITY, DEVICES, Codec, read_stream
 from .errors import CodecError, UsageError
 from .images import save_png, to_batch
 from .metrics import ms_ssim, psnr
-from .precision import PRECISIONS, resolve
+from .precision import PRECISIONS, describe
 from .refine import METHODS, Refine
 
 
@@ -173,10 +173,9 @@ def _demo(a: argparse.Namespace) -> None:
     save_png(x_hat, out / "astronaut_decoded.png")
     h, w = x.shape[1:]
     device = x_hat.device
-    dtype = resolve(codec.precision, device)
     print(f"image      scikit-image astronaut, {w}x{h}, model {codec.model_name}, "
           f"quality {codec.quality:g}")
-    print(f"device     {device} (g_a and g_s in {str(dtype).removeprefix('torch.')}), "
+    print(f"device     {device} ({describe(codec.precision, device)}), "
           f"entropy coder {codec.coder_backend(device)}")
     print(f"stream     {out / 'astronaut.nic'}: {len(data)} bytes, "
           f"{8 * len(data) / (h * w):.4f} bpp")

@@ -70,8 +70,8 @@ class Codec:
         may claim before decoding allocates anything; the default, 2^28, is the same on both
         sides, so a default codec decodes whatever a default codec encodes.
     precision: of the analysis and synthesis transforms, "float32", "bfloat16" or "auto"
-        (bfloat16 on CPUs with AVX512_BF16 or AMX; see `engine.precision`). Streams decode
-        at any precision.
+        (g_a in bfloat16 on CPUs with AVX512_BF16 or AMX, g_s too with AMX; see
+        `engine.precision`). Streams decode at any precision.
     """
 
     def __init__(self, quality: float = DEFAULT_QUALITY, device: str | torch.device = "auto",
@@ -336,7 +336,7 @@ class Codec:
                 from .refine import refine_latents
 
                 return refine_latents(model, x, refine, quality)[0]
-            with precision.transforms_in(self._dtype(x.device)):
+            with precision.transforms_in(self._dtype(x.device, synthesis=False)):
                 return model.analyze(model.pad(x))
 
     @staticmethod
@@ -359,8 +359,8 @@ class Codec:
                 streams[s].append((symbols[a:e], indexes[a:e]))
         return streams
 
-    def _dtype(self, device: torch.device) -> torch.dtype:
-        return precision.resolve(self.precision, device)
+    def _dtype(self, device: torch.device, synthesis: bool) -> torch.dtype:
+        return precision.resolve(self.precision, device, synthesis)
 
     # --- decompress ----------------------------------------------------------------------------
 
@@ -400,7 +400,7 @@ class Codec:
         for o in opened:
             starts.append(starts[-1] + len(o.streams))
         dec = self._coder(model, device).decoder([s for o in opened for s in o.streams])
-        with precision.transforms_in(self._dtype(device)):
+        with precision.transforms_in(self._dtype(device, synthesis=True)):
             groups = []
             for members in _groups([(o.header.height, o.header.width, o.header.quality,
                                      o.header.integer_fingerprint, o.header.rectifier)

@@ -2,8 +2,13 @@
 
 On x86 CPUs with bfloat16 dot products (AVX512_BF16: AMD Zen 4 and later, Intel Cooper Lake;
 AMX: Intel Xeon Sapphire Rapids and later) oneDNN runs bfloat16 convolutions on channels-last
-tensors about twice as fast as float32 (RESULTS.md has the figures). Only
-g_a and g_s change (g_s's last layer, which writes the pixels, stays float32): the
+tensors about twice as fast as float32 (RESULTS.md has the figures). "auto" takes bfloat16 for
+g_a there, and for g_s only with AMX: g_s's big layers are 3x3 ones, which run on NNPACK's
+float32 Winograd convolution (engine.models.layers) as fast as oneDNN's bfloat16 direct one
+without AMX, or faster (decoding in float32 took 1.0x to 1.08x bfloat16's time at N=64, 0.89x
+at N=128, and 0.88x for cheng2020-anchor; benchmarks/RESULTS.md), and without its rounding.
+
+Only g_a and g_s change (g_s's last layer, which writes the pixels, stays float32): the
 hyper-transforms and entropy models stay float32 / float64, so the side information and the
 decoder's table choices do not depend on the precision, and a stream made at either precision
 decodes at either. The cost is the reconstruction's rounding (bfloat16 keeps 8 significant
@@ -57,12 +62,24 @@ def fast_bfloat16() -> bool:
     return native and limit.strip().upper() not in _ISAS_WITHOUT_BF16
 
 
-def resolve(precision: str, device: torch.device) -> torch.dtype:
-    """The dtype g_a and g_s run in. "auto": bfloat16 on CPUs with native bfloat16 dot products
-    (`fast_bfloat16`), float32 elsewhere (the GPU figures of bfloat16 are not measured yet)."""
+def resolve(precision: str, device: torch.device, synthesis: bool = False) -> torch.dtype:
+    """The dtype g_a (or, with `synthesis`, g_s) runs in. "auto": bfloat16 on CPUs with native
+    bfloat16 dot products (`fast_bfloat16`), for g_s only with AMX too; float32 elsewhere (the
+    GPU figures of bfloat16 are not measured yet)."""
     if check(precision) == "auto":
-        return torch.bfloat16 if device.type == "cpu" and fast_bfloat16() else torch.float32
+        fast = device.type == "cpu" and fast_bfloat16() and (not synthesis or amx_bfloat16())
+        return torch.bfloat16 if fast else torch.float32
     return torch.bfloat16 if precision == "bfloat16" else torch.float32
+
+
+def describe(precision: str, device: torch.device) -> str:
+    """What `resolve` chooses, in words: "g_a and g_s in float32", "g_a in bfloat16, g_s in
+    float32"."""
+    analysis, synthesis = (str(resolve(precision, device, s)).removeprefix("torch.")
+                           for s in (False, True))
+    if analysis == synthesis:
+        return f"g_a and g_s in {analysis}"
+    return f"g_a in {analysis}, g_s in {synthesis}"
 
 
 # The dtype g_a and g_s run in, as the codec chose it for the call in progress (`transforms_in`).

@@ -14,9 +14,20 @@ def test_resolve(monkeypatch):
     assert precision.resolve("float32", cpu) == torch.float32
     assert precision.resolve("bfloat16", cuda) == torch.bfloat16
     assert precision.resolve("auto", cuda) == torch.float32
-    for fast, dtype in ((True, torch.bfloat16), (False, torch.float32)):
+    bf16, f32 = torch.bfloat16, torch.float32
+    # (AVX512_BF16, AMX) -> g_a's dtype, g_s's: without AMX, g_s's float32 Winograd layers win.
+    for fast, amx, analysis, synthesis in ((True, True, bf16, bf16), (True, False, bf16, f32),
+                                           (False, False, f32, f32)):
         monkeypatch.setattr(precision, "fast_bfloat16", lambda fast=fast: fast)
-        assert precision.resolve("auto", cpu) == dtype
+        monkeypatch.setattr(precision, "amx_bfloat16", lambda amx=amx: amx)
+        assert precision.resolve("auto", cpu) == analysis
+        assert precision.resolve("auto", cpu, synthesis=True) == synthesis
+        assert precision.resolve("bfloat16", cpu, synthesis=True) == bf16
+        assert precision.resolve("auto", cuda, synthesis=True) == f32
+    assert precision.describe("auto", cpu) == "g_a and g_s in float32"
+    monkeypatch.setattr(precision, "fast_bfloat16", lambda: True)
+    assert precision.describe("auto", cpu) == "g_a in bfloat16, g_s in float32"
+    assert precision.describe("bfloat16", cpu) == "g_a and g_s in bfloat16"
     with pytest.raises(ValueError, match="precision 'half'"):
         precision.resolve("half", cpu)
     with pytest.raises(ValueError, match="precision 'fp16'"):
@@ -57,3 +68,20 @@ def test_only_the_transforms_run_in_bfloat16(tiny_model):
 
 def test_bfloat16_streams_and_images(tiny_model):
     check_bfloat16_round_trip(tiny_model, smooth_image(96, 80))
+
+
+def test_auto_runs_g_a_in_bfloat16_and_g_s_in_float32_without_amx(tiny_model, monkeypatch):
+    monkeypatch.setattr(precision, "fast_bfloat16", lambda: True)
+    monkeypatch.setattr(precision, "amx_bfloat16", lambda: False)
+    seen, real = [], precision.transforms_in
+
+    def spy(dtype):
+        seen.append(dtype)
+        return real(dtype)
+
+    monkeypatch.setattr(precision, "transforms_in", spy)
+    codec = Codec(weights=tiny_model, device="cpu")
+    data = codec.compress(smooth_image(64, 64))
+    assert seen == [torch.bfloat16]
+    codec.decompress(data)
+    assert seen == [torch.bfloat16, torch.float32]
