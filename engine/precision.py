@@ -6,7 +6,8 @@ tensors about twice as fast as float32 (RESULTS.md has the figures). "auto" take
 g_a there, and for g_s only with AMX: g_s's big layers are 3x3 ones, which run on NNPACK's
 float32 Winograd convolution (engine.models.layers) as fast as oneDNN's bfloat16 direct one
 without AMX, or faster (decoding in float32 took 1.0x to 1.08x bfloat16's time at N=64, 0.89x
-at N=128, and 0.88x for cheng2020-anchor; benchmarks/RESULTS.md), and without its rounding.
+at N=128, and 0.88x for cheng2020-anchor; benchmarks/RESULTS.md), and without its rounding,
+though at twice its activation memory (decoding 4000x3000 peaked at 3.9 GB instead of 2.4).
 
 Only g_a and g_s change (g_s's last layer, which writes the pixels, stays float32): the
 hyper-transforms and entropy models stay float32 / float64, so the side information and the
