@@ -1,7 +1,7 @@
 # make demo: set up (first run only), then compress a sample photo with the shipped model.
 # make test: set up (first run only), then lint and run the test suite.
 # make fuzz: the coders and the decoder against damaged input, FUZZ_SECONDS each, then the test
-# suite with the coder built under the sanitizers (docs/CODER.md, "Fuzzing").
+# suite with the C++ extensions built under the sanitizers (docs/CODER.md, "Fuzzing").
 
 PYTHON ?= python3
 VENV ?= .venv

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The test suite with the coder's Python extensions (engine._rans, engine._rans_warp_host) built
-# with AddressSanitizer and UBSan, in a temporary copy of the working tree, so that every test's
-# use of them (threads, buffers, damaged streams) is checked too.
+# The test suite with the C++ Python extensions (the coder's engine._rans and
+# engine._rans_warp_host, the int8 GEMM's nicengine_kernels._int_gemm) built with
+# AddressSanitizer and UBSan, in a temporary copy of the working tree, so that every test's use
+# of them (threads, buffers, damaged streams, tile edges) is checked too.
 #
 # usage: tests/fuzz/sanitized_suite.sh [PYTEST ARGS]   (after `make test` has made .venv)
 #
@@ -31,10 +32,14 @@ flags=(-std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined
 "$cxx" "${flags[@]}" "$work/csrc/rans_cpu.cpp" "$work/csrc/bindings.cpp" \
   -o "$work/engine/_rans$suffix"
 "$cxx" "${flags[@]}" "$work/csrc/rans_host_emulation.cpp" -o "$work/engine/_rans_warp_host$suffix"
+# Without OpenMP (its runtime is not instrumented): the GEMM then runs on one thread.
+"$cxx" "${flags[@]}" "$work/csrc/int_gemm.cpp" -o "$work/kernels/_int_gemm$suffix"
+ln -s kernels "$work/nicengine_kernels"  # found on PYTHONPATH before the editable install
 
 cd "$work"
 export PYTHONPATH="$work" TRITON_INTERPRET=1 ASAN_OPTIONS=detect_leaks=0 \
   UBSAN_OPTIONS=print_stacktrace=1 \
   LD_PRELOAD="$("$cxx" -print-file-name=libasan.so) $("$cxx" -print-file-name=libubsan.so)"
-"$py" -c "import engine._rans as r, sys; sys.exit(not r.__file__.startswith('$work'))"
+"$py" -c "import engine._rans as r, nicengine_kernels._int_gemm as g, sys
+sys.exit(not (r.__file__.startswith('$work') and g.__file__.startswith('$work')))"
 "$py" -m pytest -q -p no:cacheprovider -k "not sources_compile and not sanitizers" tests "$@"
