@@ -9,8 +9,9 @@
 //
 // Layout: A is packed in blocks of MR rows, B in panels of NR columns, both as int16 pairs along
 // K (k even and k + 1 side by side, a zero beyond K); one micro-kernel computes an MR x NR tile
-// of C in 8 ymm registers (more spill on AVX2's 16). Threads take whole panels of N: OpenMP's,
-// where the extension is built with it (Linux), so the same threads as torch's, not more.
+// of C in 8 ymm accumulators (12 spilled some of AVX2's 16 registers to the stack), in passes
+// of KC pairs of K and MC rows of A that stay in the L1 and L2 caches. Threads take whole
+// panels of N: OpenMP's where the extension is built with it (Linux), so torch's own threads.
 
 #include <pybind11/pybind11.h>
 

@@ -20,7 +20,7 @@ def pixel_shuffle(y: Tensor, r: int) -> Tensor:
     core)."""
     b, crr, h, w = y.shape
     c = crr // (r * r)
-    cols = y.view(b, c, r, r, h, w).permute(0, 1, 2, 4, 5, 3).contiguous()  # (B, C, i, H, W, j)
+    cols = y.reshape(b, c, r, r, h, w).permute(0, 1, 2, 4, 5, 3).contiguous()  # (B, C, i, H, W, j)
     return cols.view(b, c, r, h, r * w).transpose(2, 3).reshape(b, c, r * h, r * w)
 
 

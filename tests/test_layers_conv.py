@@ -15,6 +15,8 @@ def test_space_to_depth_is_pixel_unshuffle_of_the_zero_padded_input(shape):
     x = torch.randn(shape)
     padded = F.pad(x, (0, shape[3] % 2, 0, shape[2] % 2))
     assert torch.equal(space_to_depth(x), F.pixel_unshuffle(padded, 2))
+    x = x.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(space_to_depth(x), F.pixel_unshuffle(padded, 2))
 
 
 @pytest.mark.parametrize("size", [(8, 10), (9, 7), (1, 1)])

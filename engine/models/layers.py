@@ -83,9 +83,8 @@ class SubpelConv(nn.Module):
 # 128x128 pixels (at N=128, 128 -> 128 at 256x384: 120 against 188 ms on one core, 81 against
 # 116 on two, AVX2; benchmarks/RESULTS.md), and up to 1.5x slower on smaller ones (64 channels;
 # at 64x96 pixels 1.4x faster on one core, 1.3x slower on two with AVX-512). Its rounding
-# differs slightly (~1e-4
-# relative). Inference only, and never in an exported graph (torch.export, as ONNX export uses
-# it): ONNX has no such operator.
+# differs slightly (~1e-5 to 1e-4 of a layer's largest output). Inference only, and never in an
+# exported graph (torch.export, as ONNX export uses it): ONNX has no such operator.
 _NNPACK = torch.backends.nnpack.is_available() and torch._nnpack_available()  # also initialises
 SPACE_TO_DEPTH_MIN_PIXELS = 128 * 128
 SPACE_TO_DEPTH_MIN_CHANNELS = 128
@@ -98,7 +97,7 @@ def space_to_depth(x: Tensor) -> Tensor:
     b, c, h, w = x.shape
     x = F.pad(x, (0, w % 2, 0, h % 2))
     h, w = (h + 1) // 2, (w + 1) // 2
-    rows = x.view(b, c, h, 2, 2 * w).transpose(2, 3).contiguous()  # (B, C, p, H/2, W)
+    rows = x.reshape(b, c, h, 2, 2 * w).transpose(2, 3).contiguous()  # (B, C, p, H/2, W)
     return rows.view(b, c, 2, h, w, 2).permute(0, 1, 2, 5, 3, 4).reshape(b, 4 * c, h, w)
 
 
