@@ -1,4 +1,5 @@
-// Exact int8 matrix product with int32 sums on the CPU: C (M x N) = A (M x K) * B (K x N).
+// Exact int8 matrix product with int32 sums on the CPU: C (M x N) = A (M x K) * B (K x N);
+// and, on it, one wavefront step of the joint autoregressive models (the end of this file).
 //
 // The integer hyper-decoder's convolutions (kernels/int_conv_gemm.py) need the same integers on
 // every machine; integer arithmetic gives that whatever the blocking or threading. AVX2 has no
@@ -14,6 +15,7 @@
 // panels of N: OpenMP's where the extension is built with it (Linux), so torch's own threads.
 
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -164,10 +166,88 @@ void gemm(const int16_t* ap, const int8_t* b, int32_t* c, int m, int n, int k, i
   for (int t = 0; t < threads; ++t) work(panels * t / threads, panels * (t + 1) / threads);
 }
 
+
+// --- One wavefront step of the joint autoregressive model (kernels/wavefront_step_reference.py) --
+
+constexpr int FIXED = 0, LRELU_INT8 = 1;  // int_conv_reference.py's modes (else PLAIN_INT8)
+constexpr int64_t LRELU_NUM = 41, LRELU_SHIFT = 12;
+constexpr int TAP_ROWS[12] = {0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2};  // CONTEXT_TAPS
+constexpr int TAP_COLS[12] = {0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1};
+
+struct StepLayer {
+  const int16_t* packed;  // the weight (Co, C) as pack_a packs it
+  int c, co, mode;
+  const int64_t *bias, *mult, *shift;
+};
+
+// requantize() of int_conv_reference.py for one value: round((acc + bias) * mult / 2^shift),
+// half up, with its integer LeakyReLU first.
+int64_t requantize(int64_t acc, int64_t bias, int64_t mult, int64_t shift, int mode) {
+  int64_t t = (acc + bias) * mult;
+  if (mode == LRELU_INT8 && t < 0) t = (t * LRELU_NUM) >> LRELU_SHIFT;  // arithmetic: floor
+  return (t + (int64_t{1} << (shift - 1))) >> shift;
+}
+
+// wavefront_step_reference for the P positions (rows, cols) of every image: taps (B, M, HP, WP)
+// int8, params_acc (B, C1, H, W) int32 -> indexes int32, scales and means int64, each (B, M, P).
+void wavefront_step(const int8_t* taps, int b, int m, int hp, int wp, const int64_t* rows,
+                    const int64_t* cols, int p, const int32_t* params_acc, int h, int w,
+                    const std::vector<StepLayer>& layers, const int64_t* thresholds, int nt,
+                    int32_t* indexes, int64_t* scales, int64_t* means, int threads) {
+  std::vector<int8_t> in, out;
+  std::vector<int32_t> acc;
+  std::vector<int64_t> fixed;
+  for (int i = 0; i < b; ++i) {
+    in.resize(static_cast<size_t>(12) * m * p);
+    for (int c = 0; c < m; ++c)  // input channel c * 12 + tap, as the reference gathers
+      for (int t = 0; t < 12; ++t) {
+        const int8_t* plane = taps + (static_cast<size_t>(i) * m + c) * hp * wp;
+        int8_t* dst = in.data() + (static_cast<size_t>(c) * 12 + t) * p;
+        for (int q = 0; q < p; ++q)
+          dst[q] = plane[(rows[q] + TAP_ROWS[t]) * wp + cols[q] + TAP_COLS[t]];
+      }
+    for (size_t l = 0; l < layers.size(); ++l) {
+      const StepLayer& layer = layers[l];
+      acc.resize(static_cast<size_t>(layer.co) * p);
+      const int64_t products = static_cast<int64_t>(layer.co) * p * layer.c;
+      gemm(layer.packed, in.data(), acc.data(), layer.co, p, layer.c, p,
+           products >= (1 << 20) ? threads : 1, false);
+      if (l == 1)  // the first entropy-parameter layer: plus its params half, added in int32
+        for (int o = 0; o < layer.co; ++o) {
+          const int32_t* plane = params_acc + (static_cast<size_t>(i) * layer.co + o) * h * w;
+          for (int q = 0; q < p; ++q) {
+            int32_t& a = acc[static_cast<size_t>(o) * p + q];
+            a = static_cast<int32_t>(static_cast<uint32_t>(a) +
+                                     static_cast<uint32_t>(plane[rows[q] * w + cols[q]]));
+          }
+        }
+      if (layer.mode == FIXED) fixed.resize(acc.size()); else out.resize(acc.size());
+      for (int o = 0; o < layer.co; ++o)
+        for (int q = 0; q < p; ++q) {
+          const size_t k = static_cast<size_t>(o) * p + q;
+          const int64_t v = requantize(acc[k], layer.bias[o], layer.mult[o], layer.shift[o],
+                                       layer.mode);
+          if (layer.mode == FIXED) fixed[k] = v;
+          else out[k] = static_cast<int8_t>(std::clamp<int64_t>(v, -128, 127));
+        }
+      if (layer.mode != FIXED) in.swap(out);
+    }
+    for (int c = 0; c < m; ++c)  // the last layer: M scales, then M means
+      for (int q = 0; q < p; ++q) {
+        const size_t k = (static_cast<size_t>(i) * m + c) * p + q;
+        scales[k] = fixed[static_cast<size_t>(c) * p + q];
+        means[k] = fixed[static_cast<size_t>(m + c) * p + q];
+        // bucketize(right=False): how many thresholds lie strictly below the scale
+        indexes[k] = static_cast<int32_t>(
+            std::lower_bound(thresholds, thresholds + nt, scales[k]) - thresholds);
+      }
+  }
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_int_gemm, mod) {
-  mod.doc() = "Exact int8 x int8 -> int32 matrix product (csrc/int_gemm.cpp).";
+  mod.doc() = "Exact int8 GEMM and wavefront step on the CPU (csrc/int_gemm.cpp).";
   mod.attr("simd") = SIMD_TILE != nullptr;
   mod.def("packed_a_size", &packed_a_size, py::arg("m"), py::arg("k"),
           "int16 elements of A (m x k) packed");
@@ -191,4 +271,28 @@ PYBIND11_MODULE(_int_gemm, mod) {
       py::call_guard<py::gil_scoped_release>(),
       "C (m x n int32, row stride ldc) = A (m x k, packed by pack_a) * B (k x n int8, "
       "contiguous); data addresses. Threads split the columns; `portable` skips SIMD (tests).");
+  mod.def(
+      "wavefront_step",
+      [](uintptr_t taps, int b, int m, int hp, int wp, uintptr_t rows, uintptr_t cols, int p,
+         uintptr_t params_acc, int h, int w, const std::vector<py::tuple>& layer_args,
+         uintptr_t thresholds, int nt, uintptr_t indexes, uintptr_t scales, uintptr_t means,
+         int threads) {
+        std::vector<StepLayer> layers;
+        for (const py::tuple& t : layer_args)
+          layers.push_back({reinterpret_cast<const int16_t*>(t[0].cast<uintptr_t>()),
+                            t[1].cast<int>(), t[2].cast<int>(), t[3].cast<int>(),
+                            reinterpret_cast<const int64_t*>(t[4].cast<uintptr_t>()),
+                            reinterpret_cast<const int64_t*>(t[5].cast<uintptr_t>()),
+                            reinterpret_cast<const int64_t*>(t[6].cast<uintptr_t>())});
+        py::gil_scoped_release release;
+        wavefront_step(reinterpret_cast<const int8_t*>(taps), b, m, hp, wp,
+                       reinterpret_cast<const int64_t*>(rows),
+                       reinterpret_cast<const int64_t*>(cols), p,
+                       reinterpret_cast<const int32_t*>(params_acc), h, w, layers,
+                       reinterpret_cast<const int64_t*>(thresholds), nt,
+                       reinterpret_cast<int32_t*>(indexes), reinterpret_cast<int64_t*>(scales),
+                       reinterpret_cast<int64_t*>(means), threads);
+      },
+      "wavefront_step_reference on contiguous CPU tensors (data addresses): layers as tuples "
+      "(packed weight, C, Co, mode, bias, mult, shift), int64 vectors.");
 }

@@ -7,9 +7,10 @@ NIC_KERNELS (read on every call, so it can be switched at run time):
     triton     always Triton, CPU tensors included (these run under TRITON_INTERPRET=1: how CI
                tests the kernels).
 Whatever the mode, a call takes the reference for dtypes its kernel lacks, and for inputs that
-need a gradient unless the kernel has a backward. int_conv has a third path: where Triton does
-not run, CPU tensors take the exact float32 GEMM (kernels/int_conv_gemm.py) unless the mode is
-reference, and so do the convolutions of wavefront_step's reference.
+need a gradient unless the kernel has a backward. int_conv and wavefront_step have a third
+path: where Triton does not run, CPU tensors take the exact int8 or float32 GEMM
+(kernels/int_conv_gemm.py) unless the mode is reference, and wavefront_step, where the int8
+GEMM runs, its C++ step (kernels/wavefront_step_cpu.py).
 
 Triton is optional (`pip install nicengine[triton]`). This module is the only one that imports
 the Triton modules (kernels/gdn.py, subpel.py, quantize.py, sga.py, int_conv.py,
@@ -26,12 +27,14 @@ import os
 import torch
 from torch import Tensor
 
+from . import int_conv_gemm as gemm_module  # its INT8_GEMM, read at each call
 from .gdn_reference import gdn_reference
 from .int_conv_gemm import int_conv_gemm
 from .int_conv_reference import int_conv_reference
 from .quantize_reference import likelihood_reference, quantize_reference, quantize_train_reference
 from .sga_reference import num_classes, sga_round_reference
 from .subpel_reference import subpel_igdn_reference, subpel_reference
+from .wavefront_step_cpu import wavefront_step_cpu
 from .wavefront_step_reference import WavefrontLayers, wavefront_step_reference
 
 MODES = ("auto", "reference", "triton")
@@ -159,10 +162,14 @@ def wavefront_step(taps: Tensor, rows: Tensor, cols: Tensor, params_acc: Tensor,
                    layers: WavefrontLayers) -> tuple[Tensor, Tensor, Tensor]:
     """`wavefront_step_reference`: one step of the joint autoregressive model's wavefront, the
     gather, the context layer, the entropy-parameter layers and the table indexes -> (indexes
-    int32, scales int64, means int64), each (B, M, P). One Triton kernel on the GPU; elsewhere
-    the reference over `int_conv` (the float32 GEMM on the CPU). Bit-identical on every path."""
+    int32, scales int64, means int64), each (B, M, P). One Triton kernel on the GPU, one C++
+    call on x86 CPUs with AVX2; elsewhere the reference over `int_conv`. Bit-identical on every
+    path."""
     if use_triton(taps, dtypes=(torch.int8,)):
         from .wavefront_step import wavefront_step_triton
 
         return wavefront_step_triton(taps, rows, cols, params_acc, layers)
+    if (gemm_module.INT8_GEMM and taps.device.type == "cpu"
+            and os.environ.get("NIC_KERNELS", "auto") != "reference"):
+        return wavefront_step_cpu(taps, rows, cols, params_acc, layers)
     return wavefront_step_reference(taps, rows, cols, params_acc, layers, conv=int_conv)

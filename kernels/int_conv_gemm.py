@@ -68,8 +68,13 @@ def _prepared(weight: Tensor, form: str, make: Callable[[Tensor], object]) -> ob
     return value
 
 
+def packed_weight(weight: Tensor) -> Tensor:
+    """The kernel (Co, C, k, k) int8 as the int8 GEMM's packed A (`_int_gemm.pack_a`), packed
+    once while the weight lives unchanged."""
+    return _prepared(weight, "packed", _pack)
+
+
 def _pack(weight: Tensor) -> Tensor:
-    """The kernel as the int8 GEMM's packed A (`_int_gemm.pack_a`)."""
     rows = weight.reshape(weight.shape[0], -1).contiguous()
     packed = torch.empty(_int_gemm.packed_a_size(*rows.shape), dtype=torch.int16)
     _int_gemm.pack_a(rows.data_ptr(), *rows.shape, packed.data_ptr())
@@ -86,7 +91,7 @@ def _int8_product(weight: Tensor, cols: Tensor, out: Tensor) -> None:
     """out (Co, N) int32, rows of any stride = weight rows (Co, K) @ cols (K, N) int8."""
     (co, n), k = out.shape, cols.shape[0]
     threads = torch.get_num_threads() if co * n * k >= THREADED_PRODUCTS else 1
-    packed, cols = _prepared(weight, "packed", _pack), cols.contiguous()  # alive in the call
+    packed, cols = packed_weight(weight), cols.contiguous()  # alive during the call
     _int_gemm.gemm(packed.data_ptr(), cols.data_ptr(), out.data_ptr(), co, n, k, out.stride(0),
                    threads)
 

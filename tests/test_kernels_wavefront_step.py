@@ -13,6 +13,8 @@ from engine.entropy.gaussian import SCALES
 from engine.models import ContextConfig, JointAutoregressive
 from engine.models.integer_context import CONTEXT_PAD, CONTEXT_TAPS, wavefront_positions
 from engine.models.integer_hyper import FRAC_BITS
+from nicengine_kernels import dispatch
+from nicengine_kernels import int_conv_gemm as gemm_module
 from nicengine_kernels.dispatch import int_conv, wavefront_step
 from nicengine_kernels.int_conv_reference import FIXED, LRELU_INT8, PLAIN_INT8
 from nicengine_kernels.wavefront_step_reference import (
@@ -100,13 +102,35 @@ def test_triton_compiles_for_gpus(tmp_path):
     assert compile_for_gpus(COMPILE_SCRIPT, tmp_path) == ["True", "True"]
 
 
-def test_reference_through_the_gemm_is_the_reference():
-    """The CPU path (dispatch: the reference over the float32 GEMM) is the int64 reference."""
-    taps, params_acc, layers = _random_step(2, 12, 6, 9, seed=1)
-    rows, cols = wavefront_positions(6, 9, 10)
-    for e, o in zip(wavefront_step_reference(taps, rows, cols, params_acc, layers),
-                    wavefront_step(taps, rows, cols, params_acc, layers), strict=True):
-        assert torch.equal(o, e)
+@pytest.mark.parametrize("b, m, h, w, t", [*STEPS, (3, 24, 9, 13, 0), (2, 16, 40, 64, 1000)])
+@pytest.mark.parametrize("path", ["C++ step", "reference over the GEMMs"])
+def test_cpu_paths_are_the_reference(b, m, h, w, t, path, monkeypatch):
+    """The CPU paths of dispatch (the C++ step where the int8 GEMM runs, else the reference over
+    the exact GEMMs) are the int64 reference; t = 1000: every position at once, as the encoder's
+    one batched pass (`Wavefront.decoded_params`)."""
+    if path == "C++ step" and not gemm_module.INT8_GEMM:
+        pytest.skip("the C++ step runs on x86 CPUs with AVX2")
+    monkeypatch.setattr(gemm_module, "INT8_GEMM", path == "C++ step")
+    monkeypatch.setattr(dispatch, "wavefront_step_reference", _spy(calls := []))
+    taps, params_acc, layers = _random_step(b, m, h, w, seed=t)
+    if t == 1000:
+        rows, cols = (g.flatten() for g in torch.meshgrid(torch.arange(h), torch.arange(w),
+                                                          indexing="ij"))
+    else:
+        rows, cols = wavefront_positions(h, w, t)
+    expected = wavefront_step_reference(taps, rows, cols, params_acc, layers)
+    for _ in range(2):  # the second call with the C++ step's prepared layers
+        got = wavefront_step(taps, rows, cols, params_acc, layers)
+        for e, o in zip(expected, got, strict=True):
+            assert o.dtype == e.dtype and torch.equal(o, e)
+    assert len(calls) == (0 if path == "C++ step" else 2)
+
+
+def _spy(calls):
+    def reference(*args, **kwargs):
+        calls.append(1)
+        return wavefront_step_reference(*args, **kwargs)
+    return reference
 
 
 def test_layers_are_checked():
