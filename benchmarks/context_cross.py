@@ -5,8 +5,10 @@ configuration, decoded in fresh processes under others, their latents compared b
 
 Each weights file (an imported mbt2018 / cheng2020 model with its integer context companion)
 encodes the first --images Kodak images here (the machine's ISA, 2 threads, one image at a time).
-Decoders, each a fresh process: the generic ISA with one thread; AVX2 with 2 threads and every
-stream of the run in one `decompress_batch`; the Triton interpreter for every integer kernel
+Decoders, each a fresh process: the generic ISA with one thread and the integer layers on the
+int64 reference (NIC_KERNELS=reference: not the encoder's int8 GEMM and C++ wavefront step);
+AVX2 (the int8 GEMM held to it too) with 2 threads and every stream of the run in one
+`decompress_batch`; the Triton interpreter for every integer kernel
 (NIC_KERNELS=triton, one thread) on a 128x128 crop of the first image, since the interpreter is
 slow (over 15 minutes for a 256x256 crop at N=192). Each decoder hashes the y_hat it hands to
 g_s (it fixes every symbol, mean and table) and the result must equal the encoder's.
@@ -31,12 +33,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from results_md import commit, cpu, write_section  # noqa: E402
 
 DECODERS = {  # name: (environment, batch all streams in one call, the cropped streams)
-    "generic ISA, 1 thread, one stream a call": (
+    "generic ISA, 1 thread, integer layers on the int64 reference, one stream a call": (
         {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
-         "OMP_NUM_THREADS": "1"}, False, False),
-    "AVX2, 2 threads, all streams in one call": (
-        {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "2"},
-        True, False),
+         "NIC_KERNELS": "reference", "OMP_NUM_THREADS": "1"}, False, False),
+    "AVX2 (the int8 GEMM too), 2 threads, all streams in one call": (
+        {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "NIC_INT_GEMM_AVX2": "1",
+         "OMP_NUM_THREADS": "2"}, True, False),
     "Triton interpreter (integer convolutions), 1 thread": (
         {"NIC_KERNELS": "triton", "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}, False,
         True),
