@@ -153,7 +153,7 @@ def int_conv(x: Tensor, weight: Tensor) -> Tensor:
         from .int_conv import int_conv_triton
 
         return int_conv_triton(x, weight)
-    if os.environ.get("NIC_KERNELS", "auto") == "reference" or x.device.type != "cpu":
+    if not _cpu_path(x):
         return int_conv_reference(x, weight)
     return int_conv_gemm(x, weight)
 
@@ -169,7 +169,12 @@ def wavefront_step(taps: Tensor, rows: Tensor, cols: Tensor, params_acc: Tensor,
         from .wavefront_step import wavefront_step_triton
 
         return wavefront_step_triton(taps, rows, cols, params_acc, layers)
-    if (gemm_module.INT8_GEMM and taps.device.type == "cpu"
-            and os.environ.get("NIC_KERNELS", "auto") != "reference"):
+    if gemm_module.INT8_GEMM and _cpu_path(taps):
         return wavefront_step_cpu(taps, rows, cols, params_acc, layers)
     return wavefront_step_reference(taps, rows, cols, params_acc, layers, conv=int_conv)
+
+
+def _cpu_path(x: Tensor) -> bool:
+    """Whether x takes the CPU's own exact path (C++ or BLAS), not the reference: a CPU tensor,
+    unless NIC_KERNELS=reference."""
+    return x.device.type == "cpu" and os.environ.get("NIC_KERNELS", "auto") != "reference"
