@@ -187,13 +187,15 @@ def test_gemm_keeps_the_precision_switch(monkeypatch):
         matmul.fp32_precision = before
 
 
-@pytest.mark.parametrize("m, n, k", [(1, 1, 1), (5, 17, 3), (9, 33, 260), (64, 100, 1153)])
+@pytest.mark.parametrize("m, n, k", [(1, 1, 1), (5, 17, 3), (9, 33, 260), (64, 100, 1153),
+                                     (300, 20, 600)])
 def test_int8_gemm_simd_and_portable_match_int64(m, n, k):
     """The SIMD tile (where the CPU has one) and the portable one, on sizes off the tiles (4 x 16)
-    and odd K, with the extremes of int8, into rows of C wider than N."""
+    and odd K, over several passes of K (1153) and of rows (300), with the extremes of int8, into
+    rows of C wider than N."""
     a, b = _random(1, 1, 1, m, k, 1, seed=3)[0][0, 0], _random(1, 1, 1, k, n, 1, seed=4)[0][0, 0]
     a[0], b[:, 0] = -128, -128
-    packed = gemm_module._pack(a)
+    packed = gemm_module.packed_weight(a)
     expected = a.long() @ b.long()
     for portable in (False, True):
         c = torch.full((m, n + 3), -1, dtype=torch.int32)
