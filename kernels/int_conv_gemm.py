@@ -2,8 +2,8 @@
 speed, through im2col and one of two exact matrix products, chosen per process:
 
 - INT8_GEMM (x86 CPUs with AVX2): csrc/int_gemm.cpp's int8 GEMM with int32 sums. Integers, so
-  exact in any order; 1.2 to 1.5x the float32 GEMM below on the integer hyper-decoder's layers
-  (benchmarks/RESULTS.md).
+  exact in any order; 1.15 to 1.6x as fast as the float32 GEMM below on the integer
+  hyper-decoder's layers (benchmarks/RESULTS.md).
 - Otherwise, float32 GEMMs through torch's BLAS over chunks of CHUNK_K products. int8 values are
   exact in float32 and every product has |x*w| <= 2^14, so a reduction over at most
   CHUNK_K = 2^24 / 2^14 terms has every partial sum, in any order, with any blocking, threading
