@@ -36,6 +36,8 @@ constexpr int MR = 4;   // rows of A per micro-kernel
 constexpr int NR = 16;  // columns of B per micro-kernel: two ymm of 8 int32 lanes
 constexpr int KC = 256;  // pairs of K per pass: a panel's slice of B (16 KiB) stays in L1
 constexpr int MC = 256;  // rows of A per pass: their slice (256 KiB) stays in L2
+constexpr int64_t THREADED = 1 << 20;  // fewer multiply-adds run on one thread: starting more
+                                       // costs more
 
 size_t packed_a_size(int m, int k) {
   return static_cast<size_t>((m + MR - 1) / MR) * ((k + 1) / 2) * MR * 2;
@@ -161,6 +163,7 @@ void gemm(const int16_t* ap, const int8_t* b, int32_t* c, int m, int n, int k, i
                  c + static_cast<size_t>(i0) * ldc + n0, ldc, std::min(MR, m - i0), cols, p0 > 0);
         }
   };
+  if (static_cast<int64_t>(m) * n * k < THREADED) threads = 1;
   threads = std::max(1, std::min(threads, panels));
 #pragma omp parallel for num_threads(threads) schedule(static, 1)
   for (int t = 0; t < threads; ++t) work(panels * t / threads, panels * (t + 1) / threads);
@@ -209,9 +212,7 @@ void wavefront_step(const int8_t* taps, int b, int m, int hp, int wp, const int6
     for (size_t l = 0; l < layers.size(); ++l) {
       const StepLayer& layer = layers[l];
       acc.resize(static_cast<size_t>(layer.co) * p);
-      const int64_t products = static_cast<int64_t>(layer.co) * p * layer.c;
-      gemm(layer.packed, in.data(), acc.data(), layer.co, p, layer.c, p,
-           products >= (1 << 20) ? threads : 1, false);
+      gemm(layer.packed, in.data(), acc.data(), layer.co, p, layer.c, p, threads, false);
       if (l == 1)  // the first entropy-parameter layer: plus its params half, added in int32
         for (int o = 0; o < layer.co; ++o) {
           const int32_t* plane = params_acc + (static_cast<size_t>(i) * layer.co + o) * h * w;
@@ -270,7 +271,8 @@ PYBIND11_MODULE(_int_gemm, mod) {
       py::arg("ldc"), py::arg("threads"), py::arg("portable") = false,
       py::call_guard<py::gil_scoped_release>(),
       "C (m x n int32, row stride ldc) = A (m x k, packed by pack_a) * B (k x n int8, "
-      "contiguous); data addresses. Threads split the columns; `portable` skips SIMD (tests).");
+      "contiguous); data addresses. Up to `threads` threads split the columns (one below 2^20 "
+      "multiply-adds); `portable` skips SIMD (tests).");
   mod.def(
       "wavefront_step",
       [](uintptr_t taps, int b, int m, int hp, int wp, uintptr_t rows, uintptr_t cols, int p,

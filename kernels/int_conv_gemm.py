@@ -31,9 +31,8 @@ from .int_conv_reference import INT8_MAX_PRODUCT, check_int_conv
 INT8_GEMM = _int_gemm.simd
 CHUNK_K = 2**24 // INT8_MAX_PRODUCT  # products per float32 GEMM: 1024
 COLS_ELEMENTS = 2**22  # about the most im2col elements held at once
-THREADED_PRODUCTS = 2**20  # smaller int8 GEMMs run on one thread: starting more costs more
 _PRECISION_LOCK = threading.Lock()  # one caller at a time sets and restores the switch
-_WEIGHTS: dict[tuple[int, str], tuple[weakref.ref, int, object]] = {}
+_PREPARED: dict[tuple[int, str], tuple[weakref.ref, int, object]] = {}
 
 
 @contextmanager
@@ -53,25 +52,25 @@ def _ieee_float32_matmul() -> Iterator[None]:
             matmul.fp32_precision = saved
 
 
-def _prepared(weight: Tensor, form: str, make: Callable[[Tensor], object]) -> object:
-    """make(weight), kept while the weight lives unchanged: an integer network's weights are
-    converted once, not on every call (the joint autoregressive decoder calls its 1x1 layers
-    once per wavefront step)."""
-    key = (id(weight), form)
-    hit = _WEIGHTS.get(key)
-    if hit is not None and hit[0]() is weight and hit[1] == weight._version:
+def prepared(source: object, form: str, make: Callable[[object], object]) -> object:
+    """make(source), kept while source lives (and, for a tensor, its version counter says it is
+    unchanged): an integer network's weights are converted once, not on every call (the joint
+    autoregressive decoder runs its 1x1 layers once per wavefront step)."""
+    key, version = (id(source), form), getattr(source, "_version", 0)
+    hit = _PREPARED.get(key)
+    if hit is not None and hit[0]() is source and hit[1] == version:
         return hit[2]
-    value = make(weight)
-    if len(_WEIGHTS) >= 256:
-        _WEIGHTS.clear()
-    _WEIGHTS[key] = (weakref.ref(weight), weight._version, value)
+    value = make(source)
+    if len(_PREPARED) >= 256:
+        _PREPARED.clear()
+    _PREPARED[key] = (weakref.ref(source), version, value)
     return value
 
 
 def packed_weight(weight: Tensor) -> Tensor:
     """The kernel (Co, C, k, k) int8 as the int8 GEMM's packed A (`_int_gemm.pack_a`), packed
     once while the weight lives unchanged."""
-    return _prepared(weight, "packed", _pack)
+    return prepared(weight, "packed", _pack)
 
 
 def _pack(weight: Tensor) -> Tensor:
@@ -90,16 +89,15 @@ def _chunks(weight: Tensor) -> list[Tensor]:
 def _int8_product(weight: Tensor, cols: Tensor, out: Tensor) -> None:
     """out (Co, N) int32, rows of any stride = weight rows (Co, K) @ cols (K, N) int8."""
     (co, n), k = out.shape, cols.shape[0]
-    threads = torch.get_num_threads() if co * n * k >= THREADED_PRODUCTS else 1
     packed, cols = packed_weight(weight), cols.contiguous()  # alive during the call
     _int_gemm.gemm(packed.data_ptr(), cols.data_ptr(), out.data_ptr(), co, n, k, out.stride(0),
-                   threads)
+                   torch.get_num_threads())
 
 
 def _float_product(weight: Tensor, cols: Tensor, out: Tensor) -> None:
     """`_int8_product` through float32 GEMMs over chunks of CHUNK_K products."""
     with _ieee_float32_matmul():
-        for j, w_chunk in enumerate(_prepared(weight, f"float{CHUNK_K}", _chunks)):
+        for j, w_chunk in enumerate(prepared(weight, f"float{CHUNK_K}", _chunks)):
             part = w_chunk @ cols[j * CHUNK_K : (j + 1) * CHUNK_K].float()
             if j == 0:
                 out.copy_(part)  # float32 -> int32, exact (an integer below 2^24)

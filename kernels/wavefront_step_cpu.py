@@ -7,25 +7,17 @@ as the int8 GEMM (`int_conv_gemm.INT8_GEMM`).
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 from torch import Tensor
 
 from . import _int_gemm
-from .int_conv_gemm import packed_weight
+from .int_conv_gemm import packed_weight, prepared
 from .wavefront_step_reference import WavefrontLayers
 
-_LAYERS: dict[int, tuple[weakref.ref, list[tuple], list[Tensor]]] = {}
 
-
-def _layer_args(layers: WavefrontLayers) -> list[tuple]:
+def _layer_args(layers: WavefrontLayers) -> tuple[list[tuple], list[Tensor]]:
     """The layers as the C++ step takes them, (packed weight, C, Co, mode, bias, mult, shift)
-    addresses and sizes, made once per WavefrontLayers (one per coded image batch); the
-    tensors behind the addresses are kept with them."""
-    hit = _LAYERS.get(id(layers))
-    if hit is not None and hit[0]() is layers:
-        return hit[1]
+    addresses and sizes, and the tensors behind the addresses."""
     args, keep = [], []
     for layer in (layers.context, *layers.params):
         vectors = [v.to(torch.int64).contiguous() for v in (layer.bias, layer.mult, layer.shift)]
@@ -33,10 +25,7 @@ def _layer_args(layers: WavefrontLayers) -> list[tuple]:
         keep += [packed, *vectors]
         args.append((packed.data_ptr(), layer.weight.shape[1], layer.weight.shape[0],
                      layer.mode, *(v.data_ptr() for v in vectors)))
-    if len(_LAYERS) >= 64:
-        _LAYERS.clear()
-    _LAYERS[id(layers)] = (weakref.ref(layers), args, keep)
-    return args
+    return args, keep
 
 
 def wavefront_step_cpu(taps: Tensor, rows: Tensor, cols: Tensor, params_acc: Tensor,
@@ -51,8 +40,9 @@ def wavefront_step_cpu(taps: Tensor, rows: Tensor, cols: Tensor, params_acc: Ten
     thresholds = layers.thresholds.to(torch.int64).contiguous()
     indexes = torch.empty((b, m, p), dtype=torch.int32)
     scales, means = (torch.empty((b, m, p), dtype=torch.int64) for _ in range(2))
+    args, _tensors = prepared(layers, "C++ step", _layer_args)  # held until the call returns
     _int_gemm.wavefront_step(taps.data_ptr(), b, m, hp, wp, rows.data_ptr(), cols.data_ptr(), p,
-                             params_acc.data_ptr(), h, w, _layer_args(layers),
-                             thresholds.data_ptr(), thresholds.numel(), indexes.data_ptr(),
-                             scales.data_ptr(), means.data_ptr(), torch.get_num_threads())
+                             params_acc.data_ptr(), h, w, args, thresholds.data_ptr(),
+                             thresholds.numel(), indexes.data_ptr(), scales.data_ptr(),
+                             means.data_ptr(), torch.get_num_threads())
     return indexes, scales, means

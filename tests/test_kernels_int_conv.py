@@ -144,8 +144,7 @@ def test_unchunked_float32_is_not_exact(monkeypatch):
     assert not torch.equal(int_conv_gemm(x, weight), expected)
 
 
-def test_gemm_independent_of_threads_and_batch(product, monkeypatch):
-    monkeypatch.setattr(gemm_module, "THREADED_PRODUCTS", 1)
+def test_gemm_independent_of_threads_and_batch(product):
     x, weight = _random(3, 150, 40, 13, 17, 3, seed=2)
     threads = torch.get_num_threads()
     try:
